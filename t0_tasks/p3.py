@@ -19,10 +19,12 @@ import os
 import seqio
 import tensorflow as tf
 
+from t0_tasks.errors import T0TasksError
+
 COMPLETED = "COMPLETED"
 
 
-class IncompleteCacheError(RuntimeError):
+class IncompleteCacheError(T0TasksError, RuntimeError):
     """A task's cache folder exists but has no COMPLETED marker."""
 
 

@@ -14,10 +14,11 @@ import difflib
 
 import seqio
 
-from t0_tasks import registry
+from t0_tasks import accounting, registry
+from t0_tasks.errors import T0TasksError
 
 
-class UnknownNameError(KeyError):
+class UnknownNameError(T0TasksError, KeyError):
     def __str__(self):  # KeyError quotes its message; print it plainly
         return str(self.args[0])
 
@@ -44,13 +45,25 @@ def examples(task: str, split: str = "validation", n: int = 3) -> list[dict]:
     """The first `n` rendered rows of a task split: `inputs`, `targets`, `answer_choices`.
 
     Read from the task's source, before tokenization, so no vocabulary is needed.
+    `accounting.COUNTS.get(task, split)` then tells what rendering did with the rows read.
     """
     resolve(task, "task")
     t = seqio.get_mixture_or_task(task)
     if split not in t.splits:
-        raise KeyError(f"task {task!r} has no split {split!r}; it has {list(t.splits)}")
+        raise UnknownNameError(f"task {task!r} has no split {split!r}; it has {list(t.splits)}")
     ds = t.source.get_dataset(split=split, shuffle=False).take(n)
     return [{k: _plain(v) for k, v in ex.items()} for ex in ds.as_numpy_iterator()]
+
+
+def accounting_line(task: str, split: str) -> str:
+    """What rendering did with the rows read so far of a task split (for `tasks show`)."""
+    c = accounting.COUNTS.get(task.removesuffix("_score_eval"), split)
+    read = c["rendered"] + c["dropped"]
+    empty = "dropped (training split)" if split == "train" else "kept as <NO LABEL>"
+    return (
+        f"rows read: {read}; rendered {c['rendered']}, dropped by the template "
+        f"{c['dropped']}, empty targets {c['empty_target']} ({empty})"
+    )
 
 
 def _plain(value):
@@ -94,7 +107,23 @@ def mixture_stats(
                 if "train" in spec.splits
                 else None
             )
-        except KeyError:
-            size = None
+        except KeyError:  # not a catalog task (xP3, custom): ask seqio
+            obj = seqio.get_mixture_or_task(task)
+            size = obj.num_input_examples("train") if "train" in obj.splits else None
         rows.append(TaskShare(task, rate, share, seen, size, seen / size if size else None))
     return rows
+
+
+def count_rows(task: str, split: str = "train") -> dict[str, int]:
+    """Renders a whole task split and returns its accounting (rendered, dropped, empty
+    targets); reads every row, so use it on local or modest data."""
+    resolve(task, "task")
+    t = seqio.get_mixture_or_task(task)
+    if split not in t.splits:
+        return dict.fromkeys(accounting.FIELDS, 0)
+    name = task.removesuffix("_score_eval")
+    before = accounting.COUNTS.get(name, split)
+    for _ in t.source.get_dataset(split=split, shuffle=False).as_numpy_iterator():
+        pass
+    after = accounting.COUNTS.get(name, split)
+    return {k: after[k] - before[k] for k in accounting.FIELDS}

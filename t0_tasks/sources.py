@@ -21,12 +21,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from t0_tasks import schema_drift, story_cloze
+from t0_tasks.errors import T0TasksError
 from t0_tasks.settings import Settings
 
 DEFAULT_SUBSET_DIR = "default"
 
 
-class DataNotFoundError(FileNotFoundError):
+class DataNotFoundError(T0TasksError, FileNotFoundError):
     """The rows of a dataset split could not be found; the message says how to provide them."""
 
 

@@ -10,23 +10,25 @@ Vocabulary:
 
 Every task's preprocessing is: render (in the data source) -> [twin: rank-classification
 expansion] -> seqio tokenize (keeps `*_pretokenized`) -> append EOS to `targets` only ->
-`CacheDatasetPlaceholder`, so `seqio_cache_tasks` can cache them and P3 caches read back
-through the same task. `RENDER_COUNTS.get(task, split)` gives the rows kept and dropped by
-rendering in the latest pass over a task's source (a twin reads its task's source, so its
-counts are under the task's name).
+`CacheDatasetPlaceholder` [-> task: `accounting.count_truncation`], so `seqio_cache_tasks`
+can cache them and P3 caches read back through the same task.
+
+Rendering is a pure function of (seqio seed, task, split, row index): each row renders under
+`prompts.row_seed(...)` (templates that draw at random draw the same way in every process and
+on every resume). `accounting.COUNTS.get(task, split)` gives the rows rendered, dropped and
+with empty targets (a twin reads its task's source, so its counts are under the task's name);
+rows with an empty target are dropped from training splits and kept as `<NO LABEL>` elsewhere.
 """
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import functools
-import threading
 
 import seqio
 import tensorflow as tf
 
-from t0_tasks import metrics, prompts, sources
+from t0_tasks import accounting, metrics, prompts, sources
 from t0_tasks.catalog import Dataset
 from t0_tasks.p3 import CachedTask
 from t0_tasks.settings import Settings
@@ -52,34 +54,6 @@ class TaskSpec:
         return dict(self.split_map)[split]
 
 
-class RenderCounts:
-    """Thread-safe counts of rows kept and dropped by rendering, per (task, split)."""
-
-    def __init__(self):
-        self._lock = threading.Lock()
-        self._counts = collections.defaultdict(lambda: {"rendered": 0, "dropped": 0})
-
-    def start(self, task: str, split: str) -> None:
-        """A new pass over the split begins: counts describe the latest pass."""
-        with self._lock:
-            self._counts[(task, split)] = {"rendered": 0, "dropped": 0}
-
-    def add(self, task: str, split: str, kept: bool) -> None:
-        with self._lock:
-            self._counts[(task, split)]["rendered" if kept else "dropped"] += 1
-
-    def get(self, task: str, split: str) -> dict[str, int]:
-        with self._lock:
-            return dict(self._counts[(task, split)])
-
-    def clear(self) -> None:
-        with self._lock:
-            self._counts.clear()
-
-
-RENDER_COUNTS = RenderCounts()
-
-
 def vocabulary(settings: Settings) -> seqio.SentencePieceVocabulary:
     return seqio.SentencePieceVocabulary(settings.vocab_path, extra_ids=settings.extra_ids)
 
@@ -89,6 +63,13 @@ def output_features(vocab: seqio.Vocabulary) -> dict[str, seqio.Feature]:
         "inputs": seqio.Feature(vocab, add_eos=False, dtype=tf.int32),
         "targets": seqio.Feature(vocab, add_eos=True, dtype=tf.int32),
     }
+
+
+def _seed_value(seed) -> int:
+    """seqio hands the dataset_fn a Python int, a scalar tensor, or None (unseeded: 0)."""
+    if seed is None:
+        return 0
+    return int(seed.numpy() if hasattr(seed, "numpy") else seed)
 
 
 def _rendered_dataset(
@@ -102,24 +83,33 @@ def _rendered_dataset(
     row_source=None,
 ):
     """The seqio dataset_fn: rows of the source split, rendered with the template."""
-    del shuffle_files, seed  # rows come in source order; seqio shuffles downstream
+    del shuffle_files  # rows come in source order; seqio shuffles downstream
     ds = spec.dataset
     with_choices = prompts.has_answer_choices(template)
     read = row_source or functools.partial(sources.iter_rows, settings)
+    base_seed = _seed_value(seed)
+    drop_empty_targets = split == "train"
 
     def generate():
-        RENDER_COUNTS.start(spec.name, split)
-        for i, row in enumerate(read(ds.name, ds.subset, spec.source_split(split))):
+        counts = accounting.COUNTS
+        counts.add(spec.name, split, passes=1)
+        source_split = spec.source_split(split)
+        for i, row in enumerate(read(ds.name, ds.subset, source_split)):
             try:
-                rendering = prompts.render(template, row)
+                rendering = prompts.render(
+                    template, row, seed=prompts.row_seed(base_seed, spec.name, split, i)
+                )
             except Exception as e:  # jinja errors of every kind: name the task, row and cause
                 raise prompts.TemplateRenderError(
                     f"task {spec.name}: template {spec.template_name!r} failed on row {i} of "
-                    f"{ds.label} split {spec.source_split(split)!r}: {type(e).__name__}: {e}. The row "
+                    f"{ds.label} split {source_split!r}: {type(e).__name__}: {e}. The row "
                     f"does not match the dataset's schema (keys: {sorted(row)})"
                 ) from e
-            RENDER_COUNTS.add(spec.name, split, rendering is not None)
             if rendering is None:
+                counts.add(spec.name, split, dropped=1)
+                continue
+            counts.add(spec.name, split, rendered=1, empty_target=int(rendering.empty_target))
+            if rendering.empty_target and drop_empty_targets:
                 continue
             example = {"inputs": rendering.inputs, "targets": rendering.targets}
             if with_choices:
@@ -187,13 +177,14 @@ def register_spec(
     ]
     fixed = list(spec.fixed_choices) if spec.fixed_choices else None
     features = output_features(vocab)
+    count = functools.partial(accounting.count_truncation, task=spec.name)
     seqio.TaskRegistry.add_provider(
         spec.name,
         CachedTask(
             spec.name,
             source,
             output_features=features,
-            preprocessors=tail,
+            preprocessors=[*tail, count],
             postprocess_fn=metrics.postprocess_fn(fixed),
             metric_fns=metrics.metric_fns(ds.name, ds.subset, prompts.metric_names(template)),
         ),

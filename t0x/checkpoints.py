@@ -6,8 +6,10 @@ Vocabulary
     arrays. Convention: the model parameters live under the top-level key (or attribute)
     `params`, e.g. `{"params": ..., "opt_state": ..., "step": ...}`; `restore_params`
     relies on it. Arrays may be sharded across a mesh; each host writes its own shards.
-  - `meta/metadata`: JSON: `{"format": "t0x", "format_version": 1, "step": int, ...}` plus
-    what the caller passes, e.g. `{"data": {"batches_consumed": int}, "config": {...}}`.
+  - `meta/metadata`: JSON: `{"format": "t0x", "format_version": 1, "step": int,
+    "checksums": {path: checksum}, ...}` plus what the caller passes, e.g.
+    `{"batches_consumed": int, "config": {...}, "vocabulary": {...}}`. `checksums` is the
+    content digest of the state (t0x.checksums) computed when the step was saved.
 - *abstract state*: the state's pytree with `jax.ShapeDtypeStruct(shape, dtype,
   sharding=...)` leaves; restoring with it puts every array straight onto its sharding.
 
@@ -17,7 +19,12 @@ Invariants
   left half written by a crash is never listed, restored or pruned into; a writable store
   deletes such leftovers when it opens (a `read_only` store never touches the directory).
 - A saved step is never overwritten: saving an existing step is a no-op returning False.
-- Restores are bit-exact (bf16 included).
+- Restores are bit-exact (bf16 included) and verified: every restored array's checksum
+  must equal the one written at save (steps saved before checksums existed are read
+  unverified, with a warning). A mismatch, or files orbax cannot read (truncated, missing),
+  raise `CheckpointDamagedError` naming the step dir, the array and the fix.
+  `set_aside(step)` renames a damaged step dir to `<step>.damaged-<n>` (kept, never deleted;
+  orbax no longer lists it).
 - Multi-host: every process constructs the store and calls `save`, `wait` and `restore`
   with the same arguments at the same point; orbax synchronises the hosts and each
   writes only the shards it owns. `reached_preemption(step)` is likewise collective.
@@ -37,6 +44,13 @@ import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
+from t0x import checksums
+from t0x.errors import (
+    CheckpointDamagedError,
+    CheckpointMismatchError,
+    CheckpointNotFoundError,
+)
+
 FORMAT = "t0x"
 FORMAT_VERSION = 1
 STATE_ITEM = "state"
@@ -46,8 +60,40 @@ PARAMS_KEY = "params"
 log = logging.getLogger(__name__)
 
 
-class CheckpointNotFoundError(FileNotFoundError):
-    """No (such) t0x checkpoint; the message names the directory and what is there."""
+CHECKSUMS_KEY = "checksums"
+_FIX = (
+    "Fix: delete or move that step dir to resume from the previous step (training can do it "
+    "for you: --gin.FALLBACK_ON_DAMAGED_CHECKPOINT=True sets it aside and warns)"
+)
+
+
+def _damaged(step_dir, what: str) -> CheckpointDamagedError:
+    return CheckpointDamagedError(f"checkpoint {step_dir} is damaged: {what}. {_FIX}.")
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return (text[0] if text else type(error).__name__)[:300]
+
+
+def verify(tree: Any, meta: Mapping[str, Any], step_dir, prefix: str = "") -> None:
+    """Raises CheckpointDamagedError unless every array of `tree` has its saved checksum.
+
+    `prefix` is the path of `tree` inside the saved state (e.g. "params/").
+    """
+    expected = meta.get(CHECKSUMS_KEY)
+    if not expected:
+        log.warning(
+            "checkpoint %s has no checksums (saved by an older t0x): not verified", step_dir
+        )
+        return
+    digest = {prefix + path: value for path, value in checksums.tree_digest(tree).items()}
+    bad = checksums.mismatches(digest, expected)
+    if bad:
+        more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+        raise _damaged(
+            step_dir, f"array {bad[0]}{more} does not match the checksum written at save"
+        )
 
 
 class CheckpointStore:
@@ -122,6 +168,7 @@ class CheckpointStore:
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
             "step": step,
+            CHECKSUMS_KEY: checksums.tree_digest(state),
         }
         try:
             json.dumps(meta_json)
@@ -171,23 +218,47 @@ class CheckpointStore:
         restored straight onto those shardings (any mesh); without it, as host numpy arrays.
         """
         step = self._existing(step)
-        if abstract_state is None:
-            state_args = _numpy_restore_args(self._manager.item_metadata(step)[STATE_ITEM])
-        else:
-            state_args = ocp.args.PyTreeRestore(
-                item=abstract_state,
-                restore_args=ocp.checkpoint_utils.construct_restore_args(abstract_state),
+        where = self.directory / str(step)
+        try:
+            saved = self._manager.item_metadata(step)[STATE_ITEM]
+        except Exception as e:  # noqa: BLE001 - unreadable metadata is damage
+            raise _damaged(where, f"its metadata cannot be read ({_first_line(e)})") from e
+        if abstract_state is not None:
+            check_target(saved, abstract_state, where)
+        try:
+            if abstract_state is None:
+                state_args = _numpy_restore_args(saved)
+            else:
+                state_args = ocp.args.PyTreeRestore(
+                    item=abstract_state,
+                    restore_args=ocp.checkpoint_utils.construct_restore_args(abstract_state),
+                )
+            restored = self._manager.restore(
+                step,
+                args=ocp.args.Composite(
+                    **{
+                        STATE_ITEM: state_args,
+                        META_ITEM: ocp.args.JsonRestore(),
+                    }
+                ),
             )
-        restored = self._manager.restore(
-            step,
-            args=ocp.args.Composite(
-                **{
-                    STATE_ITEM: state_args,
-                    META_ITEM: ocp.args.JsonRestore(),
-                }
-            ),
-        )
-        return restored[STATE_ITEM], dict(restored[META_ITEM])
+        except Exception as e:  # noqa: BLE001 - tensorstore / OCDBT read errors of every kind
+            raise _damaged(where, f"its files cannot be read ({_first_line(e)})") from e
+        state, meta = restored[STATE_ITEM], dict(restored[META_ITEM])
+        verify(state, meta, where)
+        return state, meta
+
+    def set_aside(self, step: int) -> str:
+        """Renames a (damaged) step dir to `<step>.damaged-<n>`; returns the new path."""
+        if self.read_only:
+            raise PermissionError(f"checkpoint store {self.directory} was opened read_only.")
+        src = self.directory / str(int(step))
+        n = 0
+        while (dst := self.directory / f"{int(step)}.damaged-{n}").exists():
+            n += 1
+        src.rename(dst)
+        self._manager.reload()
+        return str(dst)
 
     def read_meta(self, step: int | None = None) -> dict:
         return read_meta(self.directory / str(self._existing(step)))
@@ -199,6 +270,39 @@ class CheckpointStore:
 
     def reached_preemption(self, step: int) -> bool:
         return reached_preemption(step)
+
+
+def _shapes(tree: Any, prefix: str = "") -> dict[str, tuple]:
+    flat = jax.tree_util.tree_flatten_with_path(getattr(tree, "tree", tree))[0]
+    return {
+        prefix + checksums.path_str(path): (tuple(leaf.shape), str(np.dtype(leaf.dtype)))
+        for path, leaf in flat
+        if hasattr(leaf, "shape")
+    }
+
+
+def check_target(saved_metadata: Any, target: Any, where, prefix: str = "") -> None:
+    """Raises CheckpointMismatchError unless every array of `target` is saved with its shape.
+
+    A wrong shape is not damage: the checkpoint belongs to another model (e.g. another
+    vocabulary size), and restoring it anyway (orbax's `strict=False`) would corrupt the run.
+    """
+    saved, want = _shapes(saved_metadata), _shapes(target, prefix)
+    missing = sorted(set(want) - set(saved))
+    if missing:
+        raise CheckpointMismatchError(
+            f"checkpoint {where} has no array {missing[0]}"
+            + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
+            + ": it was saved for another model or optimizer; use another MODEL_DIR or "
+            "the checkpoint's own settings"
+        )
+    for path in sorted(want):
+        if saved[path][0] != want[path][0]:
+            raise CheckpointMismatchError(
+                f"checkpoint {where} holds {path} with shape {saved[path][0]}, but this run's "
+                f"model needs {want[path][0]}: the checkpoint was saved with another model "
+                "config (e.g. vocab_size or dimensions); use that config, or another MODEL_DIR"
+            )
 
 
 def _numpy_restore_args(metadata: Any) -> ocp.args.PyTreeRestore:
@@ -249,10 +353,14 @@ def restore_params(path: str | os.PathLike, abstract_params: Any = None) -> Any:
     For finetuning or eval from a checkpoint: optimizer state is never read. With
     `abstract_params` the arrays land on its shardings; else host numpy arrays.
     """
-    state_dir = step_dir(path) / STATE_ITEM
+    where = step_dir(path)
+    state_dir = where / STATE_ITEM
     handler = ocp.PyTreeCheckpointHandler()
     try:
-        tree = handler.metadata(state_dir).tree
+        try:
+            tree = handler.metadata(state_dir).tree
+        except Exception as e:  # noqa: BLE001 - unreadable metadata is damage
+            raise _damaged(where, f"its metadata cannot be read ({_first_line(e)})") from e
         if not isinstance(tree, Mapping) or PARAMS_KEY not in tree:
             keys = sorted(tree) if isinstance(tree, Mapping) else type(tree).__name__
             raise KeyError(
@@ -264,14 +372,20 @@ def restore_params(path: str | os.PathLike, abstract_params: Any = None) -> Any:
         else:
             item = abstract_params
             args = ocp.checkpoint_utils.construct_restore_args(abstract_params)
-        out = handler.restore(
-            state_dir,
-            args=ocp.args.PyTreeRestore(
-                item={PARAMS_KEY: item}, restore_args={PARAMS_KEY: args}, partial_restore=True
-            ),
-        )
+        if abstract_params is not None:
+            check_target(tree, abstract_params, where, prefix=PARAMS_KEY + "/")
+        try:
+            out = handler.restore(
+                state_dir,
+                args=ocp.args.PyTreeRestore(
+                    item={PARAMS_KEY: item}, restore_args={PARAMS_KEY: args}, partial_restore=True
+                ),
+            )
+        except Exception as e:  # noqa: BLE001 - tensorstore / OCDBT read errors of every kind
+            raise _damaged(where, f"its files cannot be read ({_first_line(e)})") from e
     finally:
         handler.close()
+    verify(out[PARAMS_KEY], read_meta(where), where, prefix=PARAMS_KEY + "/")
     return out[PARAMS_KEY]
 
 

@@ -1,4 +1,10 @@
-"""The `t0x` command: thin dispatch to library functions (which the tests call directly)."""
+"""The `t0x` command: thin dispatch to library functions (which the tests call directly).
+
+Expected failures (`t0x.errors`, t0_tasks' errors, bad arguments) print one line,
+`t0x <command>: error: <what is wrong and the fix>`, and exit with their documented code
+(see `EXIT_CODES`); `--debug` prints the traceback too. A job stopped by SIGTERM after
+saving exits 143; rerunning the same command resumes it.
+"""
 
 from __future__ import annotations
 
@@ -16,18 +22,27 @@ def _tasks(args) -> int:
     if args.tasks_cmd == "list":
         print("\n".join(report.list_names(args.mixture)))
     elif args.tasks_cmd == "show":
+        from t0_tasks import accounting
+
+        accounting.COUNTS.clear()
         for i, ex in enumerate(report.examples(args.task, args.split, args.n)):
             print(f"--- example {i}")
             for key, value in ex.items():
                 print(f"{key}: {value}")
+        print(f"--- {report.accounting_line(args.task, args.split)}")
     else:
         rows = report.mixture_stats(
             args.mixture, args.steps, args.batch_size, args.examples_per_sequence
         )
-        print(f"{'task':70s} {'rate':>10s} {'share':>8s} {'seen':>10s} {'epochs':>7s}")
+        extra = f" {'rendered':>9s} {'dropped':>8s} {'empty':>6s}" if args.count_rows else ""
+        print(f"{'task':70s} {'rate':>10s} {'share':>8s} {'seen':>10s} {'epochs':>7s}{extra}")
         for r in rows:
             epochs = f"{r.epochs:7.2f}" if r.epochs is not None else "      -"
-            print(f"{r.task:70s} {r.rate:10.0f} {r.share:8.4%} {r.examples_seen:10.0f} {epochs}")
+            line = f"{r.task:70s} {r.rate:10.4g} {r.share:8.4%} {r.examples_seen:10.0f} {epochs}"
+            if args.count_rows:
+                c = report.count_rows(r.task, "train")
+                line += f" {c['rendered']:9d} {c['dropped']:8d} {c['empty_target']:6d}"
+            print(line)
         print(f"{len(rows)} tasks")
     return 0
 
@@ -45,6 +60,8 @@ def _gin_job(args, rest, job: str) -> int:
         result = train.train(plan=args.plan)
         if args.plan:
             print(json.dumps(result))
+        elif result.preempted:
+            return _preempted()
     else:
         from t0x import evaluate
 
@@ -83,7 +100,12 @@ def _score(args) -> int:
     from t0x import score
 
     n = score.score_jsonl(
-        args.checkpoint, args.input, args.output, vocab_path=args.vocab, batch_size=args.batch_size
+        args.checkpoint,
+        args.input,
+        args.output,
+        vocab_path=args.vocab,
+        batch_size=args.batch_size,
+        overwrite=args.overwrite,
     )
     print(f"scored {n} lines -> {args.output}")
     return 0
@@ -100,8 +122,15 @@ def _convert(args) -> int:
 def _demo(args) -> int:
     from t0x import demo
 
-    demo.run_demo(args.out, steps=args.steps)
-    return 0
+    paths = demo.run_demo(args.out, steps=args.steps)
+    return _preempted() if paths.get("preempted") else 0
+
+
+def _preempted() -> int:
+    from t0x.errors import Preempted
+
+    print("t0x: stopped by SIGTERM after saving; rerun the same command to resume", file=sys.stderr)
+    return Preempted.exit_code
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -109,7 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="t0x",
         description="T0-style multitask prompted "
         "finetuning and zero-shot evaluation of T5, in JAX.",
+        epilog="exit codes: " + "; ".join(f"{code} {what}" for code, what in EXIT_CODES.items()),
     )
+    p.add_argument("--debug", action="store_true", help="print tracebacks of errors")
     sub = p.add_subparsers(dest="cmd", required=True)
     tasks = sub.add_parser("tasks", help="list, show and size the T0 tasks and mixtures")
     tsub = tasks.add_subparsers(dest="tasks_cmd", required=True)
@@ -127,6 +158,11 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=1.0,
         help="packed examples per sequence (1 = no packing)",
+    )
+    stats.add_argument(
+        "--count-rows",
+        action="store_true",
+        help="render every train row: rows rendered, dropped by the template, empty targets",
     )
     for job, text in (
         ("train", "train with gin (--gin_file=... --gin.MACRO=VALUE)"),
@@ -154,6 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--output", required=True)
     sc.add_argument("--vocab")
     sc.add_argument("--batch-size", type=int, default=32)
+    sc.add_argument("--overwrite", action="store_true", help="replace an existing --output")
     cv = sub.add_parser("convert", help="convert checkpoints between T5X, t0x and HF")
     cv.add_argument("--from", required=True, choices=["t5x", "hf", "t0x"])
     cv.add_argument("--to", required=True, choices=["t0x", "hf"])
@@ -166,23 +203,52 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+EXIT_CODES = {
+    0: "success",
+    1: "unexpected error (a bug: traceback printed)",
+    2: "bad usage or configuration",
+    3: "data: unknown task/mixture, missing rows or caches, malformed input",
+    4: "checkpoint missing, damaged or not matching the run",
+    5: "training diverged (NaN/Inf; nothing non-finite saved)",
+    143: "stopped by SIGTERM after saving (rerun to resume)",
+}
+# builtin errors raised by argument checks throughout the library: usage errors
+_USAGE_ERRORS = (KeyError, FileNotFoundError, FileExistsError, ValueError, NotADirectoryError)
+
+
+def _run(args, rest) -> int:
+    if args.cmd == "tasks":
+        return _tasks(args)
+    if args.cmd in ("train", "eval"):
+        return _gin_job(args, rest, args.cmd)
+    return {"infer": _infer, "score": _score, "convert": _convert, "demo": _demo}[args.cmd](args)
+
+
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv  # accepted anywhere on the line
+    argv = [a for a in argv if a != "--debug"]
     args, rest = build_parser().parse_known_args(argv)
     if rest and args.cmd not in ("train", "eval"):
         build_parser().error(f"unrecognized arguments: {' '.join(rest)}")
+    from t0x import errors
+
     try:
-        if args.cmd == "tasks":
-            return _tasks(args)
-        if args.cmd in ("train", "eval"):
-            return _gin_job(args, rest, args.cmd)
-        return {"infer": _infer, "score": _score, "convert": _convert, "demo": _demo}[args.cmd](
-            args
-        )
-    except (KeyError, FileNotFoundError, FileExistsError, ValueError) as e:
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+        return _run(args, rest)
+    except Exception as e:  # noqa: BLE001 - expected failures become one line below
+        code = errors.exit_code(e)
+        if code is None and isinstance(e, _USAGE_ERRORS):
+            code = 2
+        if code is None:
+            raise  # a bug: keep the traceback
+        if debug:
+            import traceback
+
+            traceback.print_exc()
+        msg = str(e.args[0] if isinstance(e, KeyError) and e.args else e)
+        msg = msg.split("\n  In call to configurable")[0]  # gin's note on where it was raised
         print(f"t0x {args.cmd}: error: {msg}", file=sys.stderr)
-        return 2
+        return code
 
 
 if __name__ == "__main__":

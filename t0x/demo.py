@@ -125,6 +125,9 @@ def run_demo(out_dir: str = "runs/demo", steps: int | None = None) -> dict:
         f"[demo] training a tiny T5 on {DEMO_MIXTURE} (T0 prompts, fixture rows) -> {out / 'model'}"
     )
     result = train.train()
+    if result.preempted:  # SIGTERM: the checkpoint is saved; do not start the next phase
+        print("[demo] stopped by SIGTERM after saving; `make demo` again resumes")
+        return {"model_dir": str(out / "model"), "preempted": True}
     print(f"[demo] evaluating zero-shot on the held-out T0 tasks -> {out / 'eval'}")
     evaluate.evaluate(
         checkpoint_path=str(out / "model" / "checkpoints"),

@@ -32,6 +32,7 @@ import gin
 import numpy as np
 
 from t0x import eval_report, rank_eval
+from t0x.errors import DataError
 
 DEFAULT_FEATURE_LENGTHS = {"inputs": 1024, "targets": 256}  # t-zero's run_eval.py limits
 PROGRESS_PERIOD_S = 10.0
@@ -95,12 +96,23 @@ def _task_file(output_dir: str, task_name: str) -> str:
     return os.path.join(output_dir, eval_report.TASKS_DIR, f"{task_name}.json")
 
 
-def _read_finished(path: str, run_key: dict) -> dict | None:
+def _read_finished(path: str, run_key: dict, recompute_damaged: bool = False) -> dict | None:
     from tensorflow.io import gfile
 
     if not gfile.exists(path):
         return None
-    result = eval_report.read_json(path)
+    try:
+        result = eval_report.read_json(path)
+        if not isinstance(result, dict) or "score" not in result:
+            raise ValueError("not a task result (no 'score')")
+    except ValueError as e:  # JSONDecodeError included
+        if recompute_damaged:
+            gfile.rename(path, path + ".damaged", overwrite=True)
+            return None
+        raise DataError(
+            f"task result {path} is damaged ({e}); delete it, or pass "
+            "--gin.RECOMPUTE_DAMAGED_TASKS=True to set it aside (.damaged) and recompute it"
+        ) from None
     if result.get("run_key") != run_key:
         raise FileExistsError(
             f"{path} holds a result of another evaluation ({result.get('run_key')}), not of "
@@ -265,11 +277,14 @@ def evaluate_tasks(
     use_cached: bool = False,
     run_key: dict | None = None,
     write: bool = True,
+    recompute_damaged: bool = False,
     log: Callable[[str], None] = print,
 ) -> list[dict]:
     """Evaluates each task (or reads its finished result); returns the task results.
 
     `write` False (every process but the first of a multi-host job) computes without writing.
+    A finished result that cannot be read is an error naming it, unless `recompute_damaged`
+    (then it is renamed `<task>.json.damaged` and computed again).
     """
     import seqio
 
@@ -285,7 +300,10 @@ def evaluate_tasks(
 
         gfile.makedirs(os.path.join(output_dir, eval_report.TASKS_DIR))
     tasks = [seqio.get_mixture_or_task(n) for n in task_names]
-    finished = {t.name: _read_finished(_task_file(output_dir, t.name), run_key) for t in tasks}
+    finished = {
+        t.name: _read_finished(_task_file(output_dir, t.name), run_key, recompute_damaged and write)
+        for t in tasks
+    }
     todo = [t for t in tasks if finished[t.name] is None]
     log(
         f"evaluating {len(tasks)} tasks on {split!r}: {len(tasks) - len(todo)} already done "
@@ -365,6 +383,7 @@ def evaluate(
     model_config=None,
     decode_method: str = "greedy",
     num_beams: int = 4,
+    recompute_damaged: bool = False,
     log: Callable[[str], None] = print,
 ) -> dict:
     """Evaluates a checkpoint (t0x, T5X or Hugging Face) on a mixture; writes the report.
@@ -422,6 +441,7 @@ def evaluate(
         use_cached=use_cached,
         run_key={"checkpoint": checkpoint_path},
         write=writer,
+        recompute_damaged=recompute_damaged,
         log=log,
     )
     if not writer:

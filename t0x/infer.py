@@ -90,39 +90,69 @@ def global_batch(arrays: Sequence[np.ndarray], mesh) -> list:
     ]
 
 
-def jit_on_mesh(
-    loaded: LoadedModel, fn: Callable, num_batch_args: int, num_replicated_args: int = 0
-) -> Callable:
-    """`fn(params, *batch_arrays, *replicated_arrays)` jitted; returns host numpy.
+class MeshFunction:
+    """`fn(params, *batch_arrays, *replicated_arrays)` jitted for a LoadedModel's mesh.
 
-    On a mesh, params keep their shardings, batch arrays are split along "data" and the
-    remaining arguments are replicated. Without a mesh: plain jit on the default device.
+    Called with host arrays, returns host numpy. On a mesh, params keep their shardings,
+    batch arrays are split along "data", the rest is replicated, and tracing and running
+    happen inside `partitioning.activate(mesh)` (so the network's logical constraints apply).
+    Without a mesh: plain jit on the default device. `lower(*arrays)` gives the lowered
+    program (for inspection, e.g. `t0x.program_stats`).
     """
-    import jax
-    from flax import linen as nn
 
-    from t0x import partitioning
+    def __init__(
+        self, loaded: LoadedModel, fn: Callable, num_batch_args: int, num_replicated_args: int = 0
+    ):
+        import jax
 
-    if loaded.mesh is None:
-        jitted = jax.jit(fn)
-        return lambda *arrays: jax.tree.map(np.asarray, jitted(loaded.params, *arrays))
-    mesh = loaded.mesh
-    param_sh = jax.tree.map(lambda x: x.sharding, loaded.params)
-    jitted = jax.jit(
-        fn,
-        in_shardings=(param_sh,)
-        + (partitioning.batch_sharding(mesh),) * num_batch_args
-        + (partitioning.replicated(mesh),) * num_replicated_args,
-        out_shardings=partitioning.replicated(mesh),
-    )
+        from t0x import partitioning
 
-    def call(*arrays):
-        batch = global_batch(arrays[:num_batch_args], mesh)
-        with mesh, nn.logical_axis_rules(partitioning.logical_axis_rules()):
-            out = jitted(loaded.params, *batch, *arrays[num_batch_args:])
+        self.loaded, self.num_batch_args = loaded, num_batch_args
+        mesh = loaded.mesh
+        if mesh is None:
+            self.jitted = jax.jit(fn)
+            return
+        param_sh = jax.tree.map(lambda x: x.sharding, loaded.params)
+        self.jitted = jax.jit(
+            fn,
+            in_shardings=(param_sh,)
+            + (partitioning.batch_sharding(mesh),) * num_batch_args
+            + (partitioning.replicated(mesh),) * num_replicated_args,
+            out_shardings=partitioning.replicated(mesh),
+        )
+
+    def _args(self, arrays):
+        if self.loaded.mesh is None:
+            return (self.loaded.params, *arrays)
+        batch = global_batch(arrays[: self.num_batch_args], self.loaded.mesh)
+        return (self.loaded.params, *batch, *arrays[self.num_batch_args :])
+
+    def _context(self):
+        import contextlib
+
+        from t0x import partitioning
+
+        mesh = self.loaded.mesh
+        return contextlib.nullcontext() if mesh is None else partitioning.activate(mesh)
+
+    def __call__(self, *arrays):
+        import jax
+
+        with self._context():
+            out = self.jitted(*self._args(arrays))
         return jax.tree.map(np.asarray, out)
 
-    return call
+    def lower(self, *arrays):
+        with self._context():
+            return self.jitted.lower(*self._args(arrays))
+
+
+def jit_on_mesh(
+    loaded: LoadedModel, fn: Callable, num_batch_args: int, num_replicated_args: int = 0
+) -> MeshFunction:
+    """`fn(params, *batch_arrays, *replicated_arrays)` jitted on the model's mesh (see
+    `MeshFunction`); call it with host arrays, get host numpy back."""
+    return MeshFunction(loaded, fn, num_batch_args, num_replicated_args)
 
 
 def make_predict_fn(

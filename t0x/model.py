@@ -140,7 +140,7 @@ class EncoderDecoderModel:
             ),
             jax.random.key(0),
         )
-        return nn.meta.unbox(boxed), nn.get_partition_spec(boxed)
+        return _unbox_shapes(boxed), nn.get_partition_spec(boxed)
 
     # -------------------------------------------------------------- forward
     def compute_logits(
@@ -364,6 +364,16 @@ class EncoderDecoderModel:
             alpha=alpha,
         )
         return tokens
+
+
+def _unbox_shapes(boxed: PyTree) -> PyTree:
+    """Unboxed ShapeDtypeStructs; no sharding constraint (they are not arrays), whatever
+    mesh is active."""
+    return jax.tree.map(
+        lambda x: x.unbox(apply_constraint=False) if isinstance(x, nn.meta.AxisMetadata) else x,
+        boxed,
+        is_leaf=lambda x: isinstance(x, nn.meta.AxisMetadata),
+    )
 
 
 def _weighted_log_likelihood(logits, targets, weights) -> jax.Array:

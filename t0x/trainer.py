@@ -7,6 +7,8 @@ Vocabulary:
   microbatches the global batch split along rows into `num_microbatches` pieces whose
                gradients are summed (lax.scan) before one update: the same update as the
                full batch (losses are sums over tokens, see t0x.model), in less memory.
+               Strided: microbatch i holds rows i, i+n, ... so every data-parallel device
+               computes its own share of each (`partitioning.split_microbatches`).
   shardings    parameters follow their logical axes (t0x.partitioning); optimizer state is
                laid out by XLA from the parameters' shardings when first initialised, and
                that layout is then fixed for restore and for the step's outputs.
@@ -61,10 +63,6 @@ def adafactor(
     )
 
 
-def _split_microbatches(batch: dict, n: int) -> dict:
-    return {k: v.reshape((n, v.shape[0] // n) + v.shape[1:]) for k, v in batch.items()}
-
-
 @dataclasses.dataclass
 class Trainer:
     """Owns the optimizer, the mesh and the compiled step for one model."""
@@ -93,11 +91,12 @@ class Trainer:
     def state_shardings(self):
         """Shardings of every TrainState leaf (found once by compiling the initialiser)."""
         if self._state_shardings is None:
-            compiled = (
-                jax.jit(self._make_state, in_shardings=(self.param_shardings(),))
-                .lower(self.abstract_params())
-                .compile()
-            )
+            with partitioning.activate(self.mesh):
+                compiled = (
+                    jax.jit(self._make_state, in_shardings=(self.param_shardings(),))
+                    .lower(self.abstract_params())
+                    .compile()
+                )
             self._state_shardings = compiled.output_shardings
         return self._state_shardings
 
@@ -119,12 +118,13 @@ class Trainer:
             def fresh(r):
                 return self._make_state(nn.unbox(self.model._init_boxed(r, 1, 8, 8)), step)
 
-            with self.mesh, nn.logical_axis_rules(partitioning.logical_axis_rules()):
+            with partitioning.activate(self.mesh):
                 return jax.jit(fresh, out_shardings=shardings)(rng)
         params = jax.device_put(params, shardings.params)
-        return jax.jit(functools.partial(self._make_state, step=step), out_shardings=shardings)(
-            params
-        )
+        with partitioning.activate(self.mesh):
+            return jax.jit(functools.partial(self._make_state, step=step), out_shardings=shardings)(
+                params
+            )
 
     # -- the step -------------------------------------------------------------------------
     def _grads(self, params, batch, rng):
@@ -136,7 +136,7 @@ class Trainer:
         if self.num_microbatches == 1:
             (value, metrics), grads = grad_fn(params, batch, rng)
             return value, metrics, grads
-        micro = _split_microbatches(batch, self.num_microbatches)
+        micro = partitioning.split_microbatches(batch, self.num_microbatches)
 
         def body(carry, xs):
             acc_grads, acc_value, acc_metrics = carry
@@ -161,9 +161,15 @@ class Trainer:
         value, metrics, grads = self._grads(state.params, batch, rng)
         updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        # grad_norm: non-finite when any gradient is; the job checks it (a finite loss can
-        # still come with NaN gradients, e.g. when activations overflow to inf)
-        metrics = dict(metrics, loss=value, grad_norm=optax.global_norm(grads))
+        # grad_norm: non-finite when any gradient is (a finite loss can still come with NaN
+        # gradients); state_finite: whether the UPDATED state is finite, which is what a save
+        # writes (finite gradients times an absurd learning rate can still overflow it).
+        metrics = dict(
+            metrics,
+            loss=value,
+            grad_norm=optax.global_norm(grads),
+            state_finite=all_finite((params, opt_state)),
+        )
         return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
     def compile_step(self, feature_names):
@@ -181,8 +187,16 @@ class Trainer:
         """One optimizer step on a global batch (device arrays sharded along "data")."""
         if self._step_fn is None:
             self.compile_step(list(batch))
-        with self.mesh, nn.logical_axis_rules(partitioning.logical_axis_rules()):
+        with partitioning.activate(self.mesh):
             return self._step_fn(state, batch, rng)
+
+
+def all_finite(tree) -> jax.Array:
+    """Scalar bool: no NaN/Inf in any floating-point leaf of `tree`."""
+    leaves = [x for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.floating)]
+    if not leaves:
+        return jnp.asarray(True)
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
 
 
 def count_params(abstract_params) -> int:

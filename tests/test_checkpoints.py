@@ -75,6 +75,12 @@ def _assert_bit_exact(got, want):
         assert _bits_equal(g, w), (g, w)
 
 
+def _digest_paths(tree):
+    from t0x import checksums
+
+    return checksums.tree_digest(tree).keys()
+
+
 def test_round_trip_bit_exact_with_meta(tmp_path):
     state = _state()
     meta = {"data": {"batches_consumed": 40}, "config": {"emb_dim": 8, "mlp_activations": ["gelu"]}}
@@ -85,7 +91,9 @@ def test_round_trip_bit_exact_with_meta(tmp_path):
     assert isinstance(restored, State)
     _assert_bit_exact(restored, state)
     assert restored.params["emb"].dtype == jnp.bfloat16
+    checksums = got_meta.pop("checksums")
     assert got_meta == {"format": "t0x", "format_version": 1, "step": 5, **meta}
+    assert set(checksums) == {path for path in _digest_paths(state)}
     # A fresh, read-only store (another process) restores the same, as host numpy arrays.
     reader = CheckpointStore(tmp_path, read_only=True)
     host, _ = reader.restore(5)

@@ -75,7 +75,7 @@ def test_score_rejects_bad_lines(tmp_path, capsys):
                 str(tmp_path / "o.jsonl"),
             ]
         )
-        == 2
+        == 3  # a data error (t0x.errors.DataError)
     )
     assert "in.jsonl:1: each line needs 'inputs' and 'targets'" in capsys.readouterr().err
 
@@ -111,7 +111,7 @@ def test_tasks_commands(capsys):
     assert "inputs:" in shown and "targets:" in shown and "answer_choices:" in shown
     assert cli.main(["tasks", "stats", "t0_train", "--steps", "100", "--batch-size", "8"]) == 0
     assert capsys.readouterr().out.strip().endswith("313 tasks")
-    assert cli.main(["tasks", "show", "super_glue_rte_GPT3_style"]) == 2
+    assert cli.main(["tasks", "show", "super_glue_rte_GPT3_style"]) == 3  # unknown name: data
     assert "Did you mean: super_glue_rte_GPT_3_style" in capsys.readouterr().err
 
 

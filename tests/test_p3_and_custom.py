@@ -8,7 +8,7 @@ import seqio
 
 import t0_tasks
 from t0_tasks import custom, p3, prompts, sources, testing
-from t0_tasks.tasks import RENDER_COUNTS
+from t0_tasks.accounting import COUNTS
 
 RTE_ROWS = [
     {
@@ -47,6 +47,7 @@ def _examples(task, split="validation", **kw):
 
 def test_rendering_equals_promptsource_apply(rte_dir):
     template = prompts.get_template("super_glue", "rte", "GPT-3 style")
+    COUNTS.clear()
     got = _examples("super_glue_rte_GPT_3_style")
     for ex, row in zip(got, RTE_ROWS):
         inputs, target = template.apply(dict(row))
@@ -54,10 +55,8 @@ def test_rendering_equals_promptsource_apply(rte_dir):
         assert ex["targets_pretokenized"].decode() == (target or prompts.NO_LABEL)
         assert ex["inputs"][-1] != 1 and ex["targets"][-1] == 1  # EOS on targets only
     assert got[2]["targets_pretokenized"] == b"<NO LABEL>"  # unlabelled row, as T0 did
-    assert RENDER_COUNTS.get("super_glue_rte_GPT_3_style", "validation") == {
-        "rendered": 3,
-        "dropped": 0,
-    }
+    counts = COUNTS.get("super_glue_rte_GPT_3_style", "validation")
+    assert (counts["rendered"], counts["dropped"], counts["empty_target"]) == (3, 0, 1)
 
 
 def test_score_eval_expansion_and_metric(rte_dir):
@@ -101,16 +100,13 @@ def test_p3_cache_round_trip_without_rendering(tmp_path):
             seqio.get_mixture_or_task(twin).get_dataset(lengths, "validation", use_cached=True)
         (folder / "COMPLETED").write_text("")
         t0_tasks.register(reg.settings)  # fresh Task objects (seqio memoises cache_dir)
-        RENDER_COUNTS.clear()
+        COUNTS.clear()
         cached = list(
             seqio.get_mixture_or_task(twin)
             .get_dataset(lengths, "validation", use_cached=True, shuffle=False)
             .as_numpy_iterator()
         )
-        assert RENDER_COUNTS.get("super_glue_rte_GPT_3_style", "validation") == {
-            "rendered": 0,
-            "dropped": 0,
-        }
+        assert COUNTS.get("super_glue_rte_GPT_3_style", "validation")["rendered"] == 0
         assert len(cached) == len(uncached) > 0
         for a, b in zip(cached, uncached):
             assert set(a) == set(b) >= {"idx", "is_correct", "weight", "inputs", "targets"}

@@ -4,18 +4,14 @@
   then a rerun of the same call in dir B give bit-identical per-step losses in
   metrics.jsonl and identical final params. The task has more examples than a batch,
   shuffling and packing are on, so a wrong input position after resume would show;
-- a NaN/Inf loss or gradient (learning rate 1e30) raises NonFiniteLossError, and no
-  checkpoint is written at or after the bad step; the good steps before it are all saved
-  and hold finite params.
+(Non-finite steps, absurd learning rates and damaged checkpoints: tests/test_reliability.py.)
 """
 
 import json
 import os
-import re
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 
@@ -103,20 +99,3 @@ def test_resume_reproduces_uninterrupted_losses(tmp_path):
     pb = checkpoints.restore_params(b / "checkpoints")
     for x, y in zip(jax.tree.leaves(pa), jax.tree.leaves(pb)):
         np.testing.assert_array_equal(x, y)
-
-
-def test_nan_loss_stops_without_checkpointing_it(tmp_path):
-    # lr 1e30: step 1's update makes the params ~1e29; step 2's activations overflow, RMS
-    # norms turn them to zeros (a finite, uniform-logits loss) but its gradients are NaN, so
-    # step 2's state is already bad; step 3's loss is NaN. Log every 2nd step, save every step.
-    with pytest.raises(train_lib.NonFiniteLossError, match="NaN/Inf") as err:
-        _job(tmp_path, learning_rate=1e30, train_steps=8, log_period=2, save_period=1)
-    bad = int(re.search(r"step (\d+)", str(err.value)).group(1))
-    assert 2 <= bad < 8, str(err.value)  # some good steps first, then the bad one
-    assert _steps(tmp_path) == list(range(1, bad))
-    logged = _losses(tmp_path)
-    assert sorted(logged) == list(range(2, bad, 2))
-    assert all(np.isfinite(v) for v in logged.values())
-    # what was saved is a usable state: no NaN/Inf anywhere in the params
-    params = checkpoints.restore_params(tmp_path / "checkpoints")
-    assert all(np.isfinite(x).all() for x in jax.tree.leaves(params))
