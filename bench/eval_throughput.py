@@ -45,9 +45,9 @@ def time_steps(fn, steps: int) -> tuple[float, object]:
 
 
 def run_t0x(cfg, params, arrays, steps):
-    from t0x import rank_eval
-    from t0x.infer import LoadedModel
-    from t0x.model import EncoderDecoderModel
+    from t0x.eval import rank as rank_eval
+    from t0x.jobs.infer import LoadedModel
+    from t0x.models.t5.model import EncoderDecoderModel
 
     score = rank_eval.make_score_fn(LoadedModel(EncoderDecoderModel(cfg), params, cfg))
     return time_steps(lambda: score(*arrays), steps)
@@ -90,8 +90,8 @@ def main(argv=None) -> dict:
     import numpy as np
     import torch
     import transformers
-    from t0x import hf
-    from t0x.network import CONFIGS
+    from t0x.models.t5 import hf
+    from t0x.models.t5.network import CONFIGS
 
     cfg = CONFIGS[args.config].replace(dtype=args.dtype, dropout_rate=0.0)
     torch.manual_seed(0)

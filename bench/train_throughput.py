@@ -39,7 +39,7 @@ def run_t0x(cfg, args) -> float:
     import jax
     import numpy as np
     from t0x import partitioning, trainer
-    from t0x.model import EncoderDecoderModel
+    from t0x.models.t5.model import EncoderDecoderModel
 
     model = EncoderDecoderModel(cfg)
     tr = trainer.Trainer(model, trainer.adafactor(1e-3), partitioning.create_mesh(1))
@@ -72,7 +72,7 @@ def run_hf(cfg, args) -> float:
     import torch
     from transformers import T5Config, T5ForConditionalGeneration
     from transformers.optimization import Adafactor
-    from t0x import hf
+    from t0x.models.t5 import hf
 
     torch.manual_seed(0)
     model = T5ForConditionalGeneration(T5Config(**hf.config_to_hf(cfg)))
@@ -113,7 +113,8 @@ def main():
     p.add_argument("--dtype", default="float32")
     p.add_argument("--hf", action="store_true", help="also time transformers (PyTorch)")
     args = p.parse_args()
-    from t0x import network, progress
+    from t0x import progress
+    from t0x.models.t5 import network
 
     cfg = network.CONFIGS[args.config].replace(dtype=args.dtype, dropout_rate=0.0)
     tokens = args.batch * (args.inputs + args.targets)

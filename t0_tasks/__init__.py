@@ -9,13 +9,21 @@ import; rows are read when a dataset is iterated (see `t0_tasks.sources`), or fr
 with `use_cached=True` (see `t0_tasks.p3`).
 
 Settings come from the environment (`T0_DATA_DIR`, `T0_P3_DIR`, `T0_VOCAB`, ...) or
-`t0_tasks.configure(...)`. Your own data: `t0_tasks.custom.register_dataset(...)`.
+`t0_tasks.configure(...)`; `import t0_tasks.mt5` switches to mT5's vocabulary (mT0 recipes).
+Your own data: `t0_tasks.custom.register_dataset(...)`.
 This package never imports `t0x`.
 """
 
-from t0_tasks.registry import configure, current, register
+from t0_tasks.registry import configure, current, register, task_vocabulary
 from t0_tasks.settings import Settings
 
-__all__ = ["configure", "current", "register", "Settings"]
+__all__ = ["configure", "current", "register", "Settings", "task_vocabulary"]
 
 register()
+
+try:  # gin is there whenever a recipe imports us (T5X or t0x); plain seqio users need not
+    import gin
+except ImportError:  # pragma: no cover
+    gin = None
+if gin is not None:
+    gin.external_configurable(task_vocabulary, module="t0_tasks")

@@ -11,6 +11,8 @@ task's source, e.g. one epoch):
   examples          tokenized examples that reached the run's feature lengths check.
   truncated_inputs  examples whose `inputs` tokens exceed the run's input length (seqio then
                     cuts them), likewise `truncated_targets` (EOS included).
+  skipped_too_long  examples a decoder-only model skipped because inputs + targets did not
+                    fit a row (counted by its feature converter under task "<packing>").
   passes            how many times the source was started.
 
 Rendering counts come from the rendering itself; truncation counts from `count_truncation`,
@@ -32,6 +34,7 @@ FIELDS = (
     "examples",
     "truncated_inputs",
     "truncated_targets",
+    "skipped_too_long",
     "passes",
 )
 

@@ -12,8 +12,9 @@ import dataclasses
 
 import seqio
 
-from t0_tasks import catalog, mixtures, tasks
+from t0_tasks import catalog, mixtures, tasks, xp3
 from t0_tasks.settings import Settings
+from t0_tasks.suites import bias_fairness, bigbench, multilingual
 
 
 @dataclasses.dataclass
@@ -35,7 +36,10 @@ class Registry:
             names.append(spec.name)
             if spec.score_eval_name:
                 names.append(spec.score_eval_name)
+        names += list(self.extra_tasks)
         return names
+
+    extra_tasks: tuple[str, ...] = ()  # suites' own tasks (xP3, BIG-bench, WinoBias twins)
 
 
 _current: Registry | None = None
@@ -43,6 +47,9 @@ _cache_dir_added: str | None = None
 
 
 def _forget(registry: Registry) -> None:
+    bias_fairness.forget()
+    bigbench.unregister()
+    xp3.forget()
     for name in registry.task_names():
         seqio.TaskRegistry.remove(name)
     for name in registry.mixtures:
@@ -74,7 +81,21 @@ def register(settings: Settings | None = None) -> Registry:
     mixes = mixtures.build_mixtures(list(specs.values()), catalog.t0_exclusions())
     for name, members in mixes.items():
         seqio.MixtureRegistry.add(name, members)
+    suite = multilingual.register(settings, vocab)  # adds its own mixtures
+    specs.update(suite.specs)
+    mixes.update(suite.mixtures)
+    extra = []
+    fairness = bias_fairness.register(settings, vocab)
+    mixes.update(fairness.mixtures)
+    extra += list(fairness.generate_tasks)
+    big = bigbench.register(vocab, settings)
+    mixes.update({name: [(t, 1.0) for t in members] for name, members in big.mixtures.items()})
+    extra += list(big.tasks)
+    corpus = xp3.register(settings.xp3_dir, settings.xp3mt_dir, vocab)
+    mixes.update(corpus.mixtures)
+    extra += list(corpus.tasks)
     _current = Registry(settings=settings, specs=specs, mixtures=mixes)
+    _current.extra_tasks = tuple(extra)
     return _current
 
 
@@ -82,6 +103,13 @@ def current() -> Registry:
     if _current is None:
         return register()
     return _current
+
+
+def task_vocabulary() -> seqio.Vocabulary:
+    """The vocabulary every registered task tokenizes with. A recipe binds T5X's model to it
+    (`VOCABULARY = @t0_tasks.task_vocabulary()`), so model and tasks agree by construction;
+    for the default file it equals what T5X's own model files build (seqio's `__eq__`)."""
+    return tasks.vocabulary(current().settings)
 
 
 def configure(**changes) -> Registry:

@@ -14,7 +14,7 @@ import difflib
 
 import seqio
 
-from t0_tasks import accounting, registry
+from t0_tasks import accounting, registry, xp3
 from t0_tasks.errors import T0TasksError
 
 
@@ -30,6 +30,13 @@ def resolve(name: str, kind: str = "task or mixture") -> str:
         return name
     close = difflib.get_close_matches(name, sorted(names), n=5, cutoff=0.6)
     hint = f" Did you mean: {', '.join(close)}?" if close else " See `t0x tasks list`."
+    if name.split("_")[0] in (xp3.XP3, xp3.XP3MT) and not close:
+        # xP3 tasks exist only once t0_tasks knows where the release folder is
+        hint = (
+            f" xP3 tasks and mixtures are registered from the release folder: set "
+            f"{xp3.ENV_XP3_DIR} (and {xp3.ENV_XP3MT_DIR} for xp3mt) to the folder holding "
+            "<lang>/merged_<lang>.jsonl (a local path or gs://)."
+        )
     raise UnknownNameError(f"unknown {kind} {name!r}.{hint}")
 
 

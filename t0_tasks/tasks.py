@@ -54,8 +54,11 @@ class TaskSpec:
         return dict(self.split_map)[split]
 
 
-def vocabulary(settings: Settings) -> seqio.SentencePieceVocabulary:
-    return seqio.SentencePieceVocabulary(settings.vocab_path, extra_ids=settings.extra_ids)
+def vocabulary(settings: Settings) -> seqio.Vocabulary:
+    """The run's vocabulary (see t0_tasks.vocabularies)."""
+    from t0_tasks import vocabularies
+
+    return vocabularies.vocabulary(settings.vocab_path, settings.extra_ids)
 
 
 def output_features(vocab: seqio.Vocabulary) -> dict[str, seqio.Feature]:
@@ -89,6 +92,7 @@ def _rendered_dataset(
     read = row_source or functools.partial(sources.iter_rows, settings)
     base_seed = _seed_value(seed)
     drop_empty_targets = split == "train"
+    prefix = settings.target_prefix
 
     def generate():
         counts = accounting.COUNTS
@@ -111,9 +115,9 @@ def _rendered_dataset(
             counts.add(spec.name, split, rendered=1, empty_target=int(rendering.empty_target))
             if rendering.empty_target and drop_empty_targets:
                 continue
-            example = {"inputs": rendering.inputs, "targets": rendering.targets}
+            example = {"inputs": rendering.inputs, "targets": prefix + rendering.targets}
             if with_choices:
-                example["answer_choices"] = list(rendering.answer_choices or ())
+                example["answer_choices"] = [prefix + c for c in rendering.answer_choices or ()]
             yield example
 
     signature = {"inputs": tf.TensorSpec([], tf.string), "targets": tf.TensorSpec([], tf.string)}
@@ -143,7 +147,9 @@ def _rank_classification_preprocessor():
         t5_preprocessors.rank_classification,
         inputs_fn=lambda ex: tf.fill((tf.shape(ex["answer_choices"])[0],), ex["inputs"]),
         targets_fn=lambda ex: ex["answer_choices"],
-        is_correct_fn=lambda ex: tf.equal(ex["answer_choices"], tf.strings.strip(ex["targets"])),
+        is_correct_fn=lambda ex: tf.equal(
+            tf.strings.strip(ex["answer_choices"]), tf.strings.strip(ex["targets"])
+        ),
         weight_fn=lambda ex: 1.0,
     )
 

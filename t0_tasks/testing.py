@@ -21,6 +21,7 @@ import json
 from pathlib import Path
 
 from t0_tasks import story_cloze
+from t0_tasks.sources import DataNotFoundError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 FIXTURES_DIR = REPO_ROOT / "tests" / "fixtures" / "hf"
@@ -98,6 +99,11 @@ def write_seqio_cache(task_name: str, split: str, cache_root, completed: bool = 
     folder.mkdir(parents=True, exist_ok=True)
     ds = task.preprocess_precache(task.source.get_dataset(split=split, shuffle=False), seed=0)
     examples = list(ds.as_numpy_iterator())
+    if not examples:  # seqio cannot read a cache whose info holds no features
+        raise DataNotFoundError(
+            f"{task_name} has no {split!r} rows to cache (its source or filters leave none); "
+            "add rows to the fixture data or leave the task out of the mixture"
+        )
     with tf.io.TFRecordWriter(str(folder / f"{split}.tfrecord-00000-of-00001")) as writer:
         for ex in examples:
             # protobuf 7 rejects Python bools in Int64List (seqio's writer hands it
@@ -108,7 +114,7 @@ def write_seqio_cache(task_name: str, split: str, cache_root, completed: bool = 
             }
             writer.write(seqio.dict_to_tfexample(ex_ints).SerializeToString())
     features = {}
-    for key, value in (examples[0] if examples else {}).items():
+    for key, value in examples[0].items():
         t = tf.constant(value)
         shape = t.shape.as_list()
         features[key] = {"shape": [None] + shape[1:] if shape else [], "dtype": t.dtype.name}

@@ -4,6 +4,11 @@ Expected failures (`t0x.errors`, t0_tasks' errors, bad arguments) print one line
 `t0x <command>: error: <what is wrong and the fix>`, and exit with their documented code
 (see `EXIT_CODES`); `--debug` prints the traceback too. A job stopped by SIGTERM after
 saving exits 143; rerunning the same command resumes it.
+
+`t0x eval`'s own flags become gin bindings of `t0x.evaluate` (they win over the gin files):
+`--suite NAME` (repeatable or comma-separated) -> `suites`, `--checkpoint_dir RUN_DIR` ->
+`checkpoint_path` and `all_steps = True`, `--all_steps` -> `all_steps = True`. Without
+`--gin_file`, `runs/eval.gin` is read.
 """
 
 from __future__ import annotations
@@ -53,24 +58,84 @@ def _gin_job(args, rest, job: str) -> int:
     files, bindings, paths, unknown = gin_config.split_gin_flags(rest)
     if unknown:
         raise SystemExit(f"t0x {job}: unknown arguments {unknown}")
+    if job == "eval":
+        files = files or [DEFAULT_EVAL_GIN]
+        bindings += _eval_bindings(args)
     gin_config.parse(files, bindings, paths)
     if job == "train":
-        from t0x import train
+        from t0x.jobs import train
 
-        result = train.train(plan=args.plan)
+        if args.topology:  # unknown slice / no libtpu: one line before anything is resolved
+            from t0x import topologies
+
+            topologies.describe(args.topology)
+        result = train.train(plan=args.plan or bool(args.topology))
+        if args.topology:
+            return _compiled_plan(result, args.topology)
         if args.plan:
             print(json.dumps(result))
         elif result.preempted:
             return _preempted()
     else:
-        from t0x import evaluate
+        from t0x.jobs import evaluate
 
         evaluate.evaluate()
     return 0
 
 
+def _compiled_plan(train_plan: dict, slice_name: str) -> int:
+    """`t0x train --plan --topology SLICE`: the recipe's train step compiled for the slice."""
+    from t0x import aot
+    from t0x.errors import ConfigError
+
+    print(f"compiling the train step for {slice_name} (minutes for a large model) ...")
+    plan = aot.compile_plan(slice_name=slice_name, **aot.plan_args(train_plan))
+    for line in aot.summary_lines(plan):
+        print(line)
+    print(json.dumps({**train_plan, "compiled": plan}, default=str))
+    if not plan["fits"]:
+        raise ConfigError(f"the recipe does not fit {slice_name}: {plan['advice']}")
+    return 0
+
+
+def _eval_report(args) -> int:
+    from t0x.eval import t5x_report
+
+    results = t5x_report.write_t5x_report(
+        args.eval_dir,
+        args.output_dir,
+        step=args.step,
+        split=args.split,
+        reference_file=args.reference_file,
+        overwrite=args.overwrite,
+    )
+    out = args.output_dir or f"{args.eval_dir.rstrip('/')}/t0x_report"
+    print(
+        f"{results['run']['num_tasks']} tasks at step {results['run']['step']} -> {out}/results.md"
+    )
+    return 0
+
+
+DEFAULT_EVAL_GIN = "runs/eval.gin"  # `t0x eval` without --gin_file
+
+
+def _eval_bindings(args) -> list[str]:
+    """Gin bindings for `t0x eval`'s own flags (they win over the gin files' macros)."""
+    from t0x.eval import suites
+
+    bindings = []
+    if args.suite:
+        names = [s.name for s in suites.parse(args.suite)]  # unknown names: one-line error
+        bindings.append(f"t0x.evaluate.suites = {names!r}")
+    if args.checkpoint_dir:
+        bindings.append(f"t0x.evaluate.checkpoint_path = {args.checkpoint_dir!r}")
+    if args.checkpoint_dir or args.all_steps:
+        bindings.append("t0x.evaluate.all_steps = True")
+    return bindings
+
+
 def _infer(args) -> int:
-    from t0x import infer
+    from t0x.jobs import infer
 
     prompts = list(args.prompts) or ([] if args.input else [l.rstrip("\n") for l in sys.stdin])
     if args.input:
@@ -97,7 +162,7 @@ def _infer(args) -> int:
 
 
 def _score(args) -> int:
-    from t0x import score
+    from t0x.jobs import score
 
     n = score.score_jsonl(
         args.checkpoint,
@@ -112,7 +177,7 @@ def _score(args) -> int:
 
 
 def _convert(args) -> int:
-    from t0x import convert
+    from t0x.checkpoints import convert
 
     convert.convert(args.src, args.dst, getattr(args, "from"), args.to, overwrite=args.overwrite)
     print(f"wrote {args.to} checkpoint to {args.dst}")
@@ -120,9 +185,12 @@ def _convert(args) -> int:
 
 
 def _demo(args) -> int:
-    from t0x import demo
+    from t0x.jobs import demo
 
-    paths = demo.run_demo(args.out, steps=args.steps)
+    if args.multilingual:
+        paths = demo.run_multilingual_demo(args.out or "runs/demo_mt0", steps=args.steps)
+    else:
+        paths = demo.run_demo(args.out or "runs/demo", steps=args.steps)
     return _preempted() if paths.get("preempted") else 0
 
 
@@ -166,7 +234,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     for job, text in (
         ("train", "train with gin (--gin_file=... --gin.MACRO=VALUE)"),
-        ("eval", "zero-shot evaluation with gin"),
+        (
+            "eval",
+            "zero-shot evaluation with gin (default --gin_file=runs/eval.gin); suites, sweeps",
+        ),
     ):
         j = sub.add_parser(job, help=text, prefix_chars="-")
         if job == "train":
@@ -175,6 +246,14 @@ def build_parser() -> argparse.ArgumentParser:
                 action="store_true",
                 help="print what would run (JSON on the last line) and exit",
             )
+            j.add_argument(
+                "--topology",
+                metavar="SLICE",
+                help="with --plan: compile the train step for a TPU slice (e.g. v4-64) and "
+                "report HBM, FLOPs, collectives and a roofline step time (needs the tpu extra)",
+            )
+        else:
+            _add_eval_flags(j)
     inf = sub.add_parser("infer", help="generate from prompts (args, --input JSONL, or stdin)")
     inf.add_argument("prompts", nargs="*")
     inf.add_argument("--checkpoint", required=True)
@@ -198,9 +277,43 @@ def build_parser() -> argparse.ArgumentParser:
     cv.add_argument("src")
     cv.add_argument("dst")
     demo = sub.add_parser("demo", help="train a tiny T0 on local data, then evaluate it")
-    demo.add_argument("--out", default="runs/demo")
-    demo.add_argument("--steps", type=int, default=300)
+    demo.add_argument("--out", default=None, help="default runs/demo (runs/demo_mt0)")
+    demo.add_argument("--steps", type=int, default=None)
+    demo.add_argument(
+        "--multilingual",
+        action="store_true",
+        help="a tiny mT0 on the xP3 fixtures, evaluated on the multilingual suite",
+    )
+    rep = sub.add_parser(
+        "eval-report", help="t0x's report (results.json/.md/.png) of a T5X eval output dir"
+    )
+    rep.add_argument("eval_dir", help="the EVAL_OUTPUT_DIR t5x/eval.py wrote")
+    rep.add_argument("--output_dir", help="default <eval_dir>/t0x_report")
+    rep.add_argument("--step", type=int, help="default: the latest step every task has")
+    rep.add_argument("--split", default="validation")
+    rep.add_argument("--reference_file")
+    rep.add_argument("--overwrite", action="store_true")
     return p
+
+
+def _add_eval_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--suite",
+        action="append",
+        metavar="NAME",
+        help="an evaluation suite instead of the mixture (repeatable or comma-separated): "
+        "t0_heldout, bigbench_t0, bias_fairness, multilingual",
+    )
+    parser.add_argument(
+        "--checkpoint_dir",
+        metavar="RUN_DIR",
+        help="evaluate every saved step of this t0x run dir (a checkpoint sweep)",
+    )
+    parser.add_argument(
+        "--all_steps",
+        action="store_true",
+        help="CHECKPOINT_PATH is a t0x run dir: evaluate every saved step",
+    )
 
 
 EXIT_CODES = {
@@ -221,7 +334,13 @@ def _run(args, rest) -> int:
         return _tasks(args)
     if args.cmd in ("train", "eval"):
         return _gin_job(args, rest, args.cmd)
-    return {"infer": _infer, "score": _score, "convert": _convert, "demo": _demo}[args.cmd](args)
+    return {
+        "infer": _infer,
+        "score": _score,
+        "convert": _convert,
+        "demo": _demo,
+        "eval-report": _eval_report,
+    }[args.cmd](args)
 
 
 def main(argv=None) -> int:

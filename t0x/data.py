@@ -2,9 +2,10 @@
 
 Vocabulary:
   feature lengths  `{"inputs": 1024, "targets": 256}` (T0): task feature lengths before
-                   conversion; seqio's EncDecFeatureConverter turns tasks' `inputs`/`targets`
-                   into `encoder_input_tokens`, `decoder_target_tokens`, `decoder_input_tokens`,
-                   `decoder_loss_weights` and, when packing, `*_segment_ids`/`*_positions`.
+                   conversion; the model family's feature converter (t0x.models) turns tasks'
+                   `inputs`/`targets` into the batch it trains on (T5: seqio's
+                   EncDecFeatureConverter, `encoder_input_tokens`, `decoder_target_tokens`, ...;
+                   BLOOM: one decoder-only sequence per example).
   packing          several short examples share one row; segment ids keep them apart in
                    attention and positions restart per example (see t0x.network).
   host shard       process i of n reads shard i of every task (seqio ShardInfo), so hosts
@@ -31,6 +32,8 @@ import seqio
 import tensorflow as tf
 from t0_tasks import accounting
 
+from t0x import models
+
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
@@ -43,6 +46,7 @@ class DataConfig:
     use_cached: bool = False
     pack: bool = True
     num_epochs: int | None = None  # None: repeat forever (training)
+    family: str = "t5"  # the model family whose feature converter builds the batches
 
 
 def host_dataset(
@@ -68,7 +72,7 @@ def _get_dataset(cfg: DataConfig, index: int, count: int) -> tf.data.Dataset:
         dataset_split=cfg.split,
         shuffle=cfg.shuffle,
         num_epochs=cfg.num_epochs,
-        feature_converter=seqio.EncDecFeatureConverter(pack=cfg.pack),
+        feature_converter=models.get(cfg.family).feature_converter(cfg.pack),
         shard_info=seqio.ShardInfo(index=index, num_shards=count) if count > 1 else None,
         use_cached=cfg.use_cached,
         seed=cfg.seed,

@@ -17,11 +17,14 @@ from pathlib import Path
 
 import gin
 
-from t0x import network
+from t0x.models.bloom.config import BloomConfig
+from t0x.models.t5.config import T5Config
 
 GIN_DIR = Path(__file__).resolve().parent.parent / "gin"
+# t0x's own files for T5X's include paths ('t5x/examples/t5/t5_1_1/xxl.gin'); searched
+# first, so an installed T5X (or a t5x/ folder in the working directory) never shadows them.
+LAYERS_DIR = GIN_DIR / "t0x_layers"
 _registered = False
-_search_paths_added: set[str] = set()
 
 
 def _guard_package_path_lookup() -> None:
@@ -52,15 +55,28 @@ def register_configurables() -> None:
     if _registered:
         return
     _guard_package_path_lookup()
-    gin.external_configurable(network.T5Config, name="T5Config", module="t0x")
+    # T5X's name for the T5 network's config (`network.T5Config.emb_dim = ...`), so model
+    # overrides read the same under both engines.
+    gin.external_configurable(T5Config, name="T5Config", module="t0x.models.t5.network")
+    gin.external_configurable(BloomConfig, name="BloomConfig", module="t0x.models.bloom.network")
+    import t0x.t5x_names  # noqa: F401  (T5X's configurable names; see that module)
+
     _registered = True
 
 
 def search_paths(extra: list[str] = ()) -> list[str]:
-    paths = list(extra) + [p for p in os.environ.get("T0X_GIN_PATH", "").split(":") if p]
-    if GIN_DIR.is_dir():
-        paths.append(str(GIN_DIR))
-    return paths
+    """Where includes are looked up, in order: t0x's layers for T5X's paths, the
+    `--gin_search_path`s, `$T0X_GIN_PATH`, the working directory, the repo's `gin/`."""
+    paths = [str(LAYERS_DIR)] + list(extra)
+    paths += [p for p in os.environ.get("T0X_GIN_PATH", "").split(":") if p]
+    return paths + ["", str(GIN_DIR)]
+
+
+def _set_search_paths(paths: list[str]) -> None:
+    from gin import config as gin_config_module
+
+    prefixes = gin_config_module._LOCATION_PREFIXES  # pylint: disable=protected-access
+    prefixes[:] = list(dict.fromkeys(paths))
 
 
 _BARE_PATH = re.compile(r"^(gs://|/|\./|~/)[^'\"]*$")
@@ -104,10 +120,7 @@ def parse(files: list[str], bindings: list[str], paths: list[str] = ()) -> None:
     """Parses gin files and bindings (after clearing any earlier config)."""
     register_configurables()
     gin.clear_config()
-    for path in search_paths(list(paths)):
-        if path not in _search_paths_added:  # gin keeps them across clear_config()
-            gin.add_config_file_search_path(path)
-            _search_paths_added.add(path)
+    _set_search_paths(search_paths(list(paths)))
     if not files:
         raise ValueError("no --gin_file given; e.g. --gin_file=gin/demo.gin")
     # gin logs an ERROR for every search path an include is not in before it finds it;

@@ -31,7 +31,13 @@ from t0x.errors import CheckpointMismatchError, ConfigError, DataError
 
 MAX_LEARNING_RATE = 1.0
 # fields of a model config that do not change the parameter shapes (free to differ on resume)
-_FREE_FIELDS = ("dropout_rate", "dtype", "remat_policy", "float32_attention_logits")
+_FREE_FIELDS = (
+    "dropout_rate",
+    "dtype",
+    "remat_policy",
+    "float32_attention_logits",
+    "hf_model_type",
+)
 
 log = logging.getLogger(__name__)
 
@@ -94,15 +100,18 @@ def check_tasks(name: str, use_cached: bool) -> list:
 
 def vocabulary_record(vocab) -> dict:
     """Path, extra ids, size and SHA-256 of a seqio SentencePiece vocabulary."""
-    path = getattr(vocab, "sentencepiece_model_file", None)
+    path = getattr(vocab, "sentencepiece_model_file", None) or getattr(
+        vocab, "tokenizer_file", None
+    )
     try:
         size = int(vocab.vocab_size)
         model = getattr(vocab, "sp_model", None)
         digest = hashlib.sha256(model).hexdigest() if isinstance(model, bytes) else None
     except Exception as e:  # noqa: BLE001 - unreadable file, no network, bad proto
         raise DataError(
-            f"cannot read the tasks' vocabulary {path}: {type(e).__name__}: {e}. Set T0_VOCAB "
-            "(or t0_tasks.configure(vocab_path=...)) to a readable SentencePiece model"
+            f"cannot read the tasks' vocabulary {path}: {type(e).__name__}: {e}. Point the "
+            "run at a readable one: T0_VOCAB (a SentencePiece model), or the recipe's "
+            "TASK_SETTINGS vocab_path (BLOOM: --gin.BLOOM_TOKENIZER=<folder>/tokenizer.json)"
         ) from None
     return {
         "path": str(path),
@@ -166,6 +175,14 @@ def check_resume(model_dir: str, model_config, vocabulary: dict, restart_input_s
     if step is None:
         return None, None
     where = os.path.join(model_dir, "checkpoints", str(step))
+    from t0x import models
+
+    saved_family, family = meta.get("family", "t5"), models.of_config(model_config).name
+    if saved_family != family:
+        raise CheckpointMismatchError(
+            f"checkpoint {where} holds a {saved_family} model, this run configures a {family} "
+            "model: train into another MODEL_DIR"
+        )
     diffs = config_differences(meta.get("config") or {}, model_config)
     if diffs:
         listed = ", ".join(f"{k}: checkpoint {a!r}, this run {b!r}" for k, (a, b) in diffs.items())
@@ -202,7 +219,7 @@ def check_initial_checkpoint(path: str | None) -> str | None:
     """The initial checkpoint's format ("t5x" | "hf" | "t0x"), or None without one."""
     if not path:
         return None
-    from t0x import convert
+    from t0x.checkpoints import convert
 
     try:
         return convert.detect_format(path)
@@ -227,8 +244,9 @@ def check_train(
     check_model_dir(model_dir)
     check_learning_rate(learning_rate)
     tasks = check_tasks(mixture_or_task_name, use_cached)
+    resuming = _latest_meta(model_dir)[0] is not None if model_dir else False
+    if not resuming:  # a missing starting point says more than the vocabulary beside it
+        check_initial_checkpoint(initial_checkpoint_path)
     vocabulary = check_vocabulary(tasks, model_config.vocab_size)
     step, meta = check_resume(model_dir, model_config, vocabulary, restart_input_stream)
-    if step is None:
-        check_initial_checkpoint(initial_checkpoint_path)
     return TrainPlan(vocabulary=vocabulary, resume_step=step, resume_meta=meta)

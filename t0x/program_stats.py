@@ -13,8 +13,10 @@ Vocabulary:
   dot           a matrix product (`dot` or `convolution`); its result shape tells how much of a
                 batch one device computes.
   loop body     a computation called as the `body=` of a `while` (e.g. the microbatch scan).
-                `cost_analysis()` counts it once; `loop_trip_counts` reads the trip counts XLA
-                recorded (`known_trip_count`) so that per-step totals can be formed.
+                `cost_analysis()` counts it once; `loop_trip_counts` reads the trip count XLA
+                recorded (`known_trip_count`, CPU) or, where it records none (TPU), the bound
+                of the loop condition (`i < N` against a constant, the form a scan takes), so
+                that per-step totals can be formed.
 
 These functions read text and never compile; tests and `t0x train --plan` use them to check
 that each device does only its share of the work (see t0x.partitioning).
@@ -50,8 +52,13 @@ _DTYPE_BYTES = {
 _SHAPE = re.compile(r"\b([a-z]+[0-9]*[a-z0-9]*)\[([0-9,]*)\]")
 _COMPUTATION = re.compile(r"^(ENTRY )?%?([\w.\-]+) .*\{\s*$")
 _INSTRUCTION = re.compile(r"^\s*(?:ROOT )?%?[\w.\-]+ = (.+?) ([a-z][\w\-]*)\((.*)$")
+_NAME = re.compile(r"^\s*(?:ROOT )?%?([\w.\-]+) = ")
+_COMMENT = re.compile(r"/\*.*?\*/")  # `/*index=5*/` in long tuple shapes
 _WHILE_BODY = re.compile(r"body=%?([\w.\-]+)")
+_WHILE_CONDITION = re.compile(r"condition=%?([\w.\-]+)")
 _TRIP_COUNT = re.compile(r'"known_trip_count":\{"n":"(\d+)"\}')
+_CONSTANT = re.compile(r"constant\((-?\d+)\)")
+_COMPARE = re.compile(r"compare\(%?([\w.\-]+), %?([\w.\-]+)\), direction=(LT|LE)\b")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,7 +92,7 @@ def instructions(hlo_text: str) -> list[Instruction]:
     out, computation = [], ""
     for line in hlo_text.splitlines():
         m = _COMPUTATION.match(line)
-        if m and "=" not in line.split("{")[0]:
+        if m and "=" not in _COMMENT.sub("", line).split("{")[0]:
             computation = m.group(2)
             continue
         m = _INSTRUCTION.match(line)
@@ -95,15 +102,34 @@ def instructions(hlo_text: str) -> list[Instruction]:
 
 
 def loop_trip_counts(hlo_text: str) -> dict[str, int]:
-    """Loop body computation -> its trip count (1 when XLA did not record one)."""
+    """Loop body computation -> its trip count: XLA's `known_trip_count`, else the constant
+    bound of the loop condition, else 1."""
+    insts = instructions(hlo_text)
     counts = {}
-    for inst in instructions(hlo_text):
+    for inst in insts:
         if inst.opcode == "while":
             body = _WHILE_BODY.search(inst.text)
             trips = _TRIP_COUNT.search(inst.text)
             if body:
-                counts[body.group(1)] = int(trips.group(1)) if trips else 1
+                cond = _WHILE_CONDITION.search(inst.text)
+                bound = _condition_bound(insts, cond.group(1)) if cond else None
+                counts[body.group(1)] = int(trips.group(1)) if trips else (bound or 1)
     return counts
+
+
+def _condition_bound(insts: list[Instruction], condition: str) -> int | None:
+    """N of a loop condition `ROOT compare(i, constant(N)), direction=LT` (N + 1 for LE)."""
+    mine = [inst for inst in insts if inst.computation == condition]
+    constants = {}
+    for inst in mine:
+        name, value = _NAME.match(inst.text), _CONSTANT.search(inst.text)
+        if inst.opcode == "constant" and name and value:
+            constants[name.group(1)] = int(value.group(1))
+    for inst in mine:
+        m = _COMPARE.search(inst.text) if inst.text.startswith("ROOT ") else None
+        if m and m.group(2) in constants:
+            return constants[m.group(2)] + (m.group(3) == "LE")
+    return None
 
 
 @dataclasses.dataclass(frozen=True)

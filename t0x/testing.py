@@ -1,182 +1,18 @@
-"""Test helpers for t0x (library code so that every test suite can reuse them).
+"""Test helpers every model family shares (library code, in the spirit of seqio's test_utils).
 
-Vocabulary:
-  example   a pair (inputs, targets) of 1-D int32 token arrays; targets end with
-            EOS (1); no token is 0 (padding) and none but the last target is 1.
-  batch     the dict seqio's EncDecFeatureConverter produces (numpy arrays):
-            encoder_input_tokens, decoder_input_tokens (targets shifted right, each
-            example starting with 0), decoder_target_tokens, decoder_loss_weights,
-            and for packed batches encoder/decoder_segment_ids (1, 2, ...; 0 pads)
-            and encoder/decoder_positions (restarting at 0 for every example).
+  seqio_test_vocabulary   seqio's bundled test SentencePiece model (no download), 100 extra ids
+  counting_texts          short distinct (inputs, targets) strings the test vocabulary encodes
+  register_counting_task  a seqio task of them (split "train"), for training-job tests
 
-torch and transformers are imported lazily: only `random_hf_t5` needs them.
+Family-specific helpers (tiny configs, random Hugging Face models, batches) live in
+`t0x.models.<family>.testing`.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
-
 import numpy as np
 
-from t0x.network import CONFIGS, T5Config
-
 EOS_ID = 1
-
-
-def tiny_config(**overrides) -> T5Config:
-    """A tiny float32, dropout-free T5 1.1 for fast CPU tests (vocab 128 by default)."""
-    fields = dict(
-        vocab_size=128,
-        emb_dim=32,
-        num_heads=4,
-        head_dim=8,
-        mlp_dim=64,
-        num_encoder_layers=2,
-        num_decoder_layers=2,
-        dtype="float32",
-        dropout_rate=0.0,
-        relative_attention_num_buckets=8,
-        relative_attention_max_distance=20,
-    )
-    fields.update(overrides)
-    return CONFIGS["t5_1_1_tiny"].replace(**fields)
-
-
-def random_hf_t5(config: T5Config, seed: int = 0):
-    """A randomly initialised transformers T5ForConditionalGeneration (eval mode).
-
-    Layer-norm scales, relative biases and the (untied) LM head are randomised too,
-    so that a wrong weight mapping cannot hide behind all-ones or tied tensors.
-    """
-    import torch
-    import transformers
-
-    from t0x.hf import config_to_hf
-
-    hf_config = transformers.T5Config(**config_to_hf(config))
-    torch.manual_seed(seed)
-    model = transformers.T5ForConditionalGeneration(hf_config)
-    gen = torch.Generator().manual_seed(seed + 1)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith("layer_norm.weight"):
-                p.copy_(torch.rand(p.shape, generator=gen) + 0.5)
-            elif "relative_attention_bias" in name:
-                p.copy_(torch.randn(p.shape, generator=gen))
-        if not config.logits_via_embedding:
-            head = torch.randn(model.lm_head.weight.shape, generator=gen) * config.emb_dim**-0.5
-            model.lm_head.weight = torch.nn.Parameter(head)
-    return model.eval()
-
-
-def random_examples(
-    n: int, *, input_len: int, target_len: int, vocab_size: int, seed: int = 0, min_len: int = 1
-) -> list[tuple[np.ndarray, np.ndarray]]:
-    """n random examples with inputs of 1..input_len and targets of 1..target_len tokens."""
-    rng = np.random.default_rng(seed)
-    out = []
-    for _ in range(n):
-        li = int(rng.integers(min(min_len, input_len), input_len + 1))
-        lt = int(rng.integers(min(min_len, target_len), target_len + 1))
-        inputs = rng.integers(2, vocab_size, size=li).astype(np.int32)
-        targets = rng.integers(2, vocab_size, size=lt).astype(np.int32)
-        targets[-1] = EOS_ID
-        out.append((inputs, targets))
-    return out
-
-
-def make_batch(
-    examples: Sequence[tuple[np.ndarray, np.ndarray]],
-    *,
-    input_len: int,
-    target_len: int,
-    pack: bool = False,
-) -> dict[str, np.ndarray]:
-    """EncDecFeatureConverter-style batch; with `pack`, examples fill rows in order."""
-    rows: list[list[tuple[np.ndarray, np.ndarray]]] = []
-    for inputs, targets in examples:
-        if len(inputs) > input_len or len(targets) > target_len:
-            raise ValueError(
-                f"Example of lengths ({len(inputs)}, {len(targets)}) exceeds "
-                f"input_len={input_len} / target_len={target_len}."
-            )
-        if pack and rows:
-            used_i = sum(len(i) for i, _ in rows[-1])
-            used_t = sum(len(t) for _, t in rows[-1])
-            if used_i + len(inputs) <= input_len and used_t + len(targets) <= target_len:
-                rows[-1].append((inputs, targets))
-                continue
-        rows.append([(inputs, targets)])
-
-    n = len(rows)
-    batch = {
-        k: np.zeros((n, input_len if k.startswith("encoder") else target_len), np.int32)
-        for k in (
-            "encoder_input_tokens",
-            "encoder_segment_ids",
-            "encoder_positions",
-            "decoder_input_tokens",
-            "decoder_target_tokens",
-            "decoder_segment_ids",
-            "decoder_positions",
-        )
-    }
-    for r, row in enumerate(rows):
-        ei = dt = 0
-        for seg, (inputs, targets) in enumerate(row, start=1):
-            li, lt = len(inputs), len(targets)
-            batch["encoder_input_tokens"][r, ei : ei + li] = inputs
-            batch["encoder_segment_ids"][r, ei : ei + li] = seg
-            batch["encoder_positions"][r, ei : ei + li] = np.arange(li)
-            batch["decoder_target_tokens"][r, dt : dt + lt] = targets
-            batch["decoder_input_tokens"][r, dt + 1 : dt + lt] = targets[:-1]
-            batch["decoder_segment_ids"][r, dt : dt + lt] = seg
-            batch["decoder_positions"][r, dt : dt + lt] = np.arange(lt)
-            ei, dt = ei + li, dt + lt
-    batch["decoder_loss_weights"] = (batch["decoder_target_tokens"] > 0).astype(np.float32)
-    if not pack:
-        for k in (
-            "encoder_segment_ids",
-            "encoder_positions",
-            "decoder_segment_ids",
-            "decoder_positions",
-        ):
-            del batch[k]
-    return batch
-
-
-def random_batch(
-    batch_size: int = 2,
-    *,
-    input_len: int = 12,
-    target_len: int = 8,
-    vocab_size: int = 128,
-    seed: int = 0,
-    pack: bool = False,
-    min_len: int = 1,
-) -> dict[str, np.ndarray]:
-    """A random batch of `batch_size` examples (fewer rows when packed)."""
-    examples = random_examples(
-        batch_size,
-        input_len=input_len,
-        target_len=target_len,
-        vocab_size=vocab_size,
-        seed=seed,
-        min_len=min_len,
-    )
-    return make_batch(examples, input_len=input_len, target_len=target_len, pack=pack)
-
-
-# =========================================================================================
-# Training-job fixtures (tests/test_train_job.py, tests/test_multihost.py): a tiny seqio
-# task on seqio's own test SentencePiece model. Separate section; the helpers above are
-# owned elsewhere.
-#   seqio test vocabulary  26 pieces + 100 extra ids; `SEQIO_TEST_MODEL_VOCAB` (128) is
-#                          the model vocab size that covers it.
-#   counting task          `num_examples` distinct (inputs, targets) text pairs of varying
-#                          lengths, deterministic for a given `seed`: batches at different
-#                          stream positions differ, so a wrong resume position shows.
-# =========================================================================================
 
 SEQIO_TEST_MODEL_VOCAB = 128
 _LETTERS = "easoilcmpwhdnrtv"  # letters the seqio test vocabulary has pieces for

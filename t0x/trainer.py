@@ -63,11 +63,52 @@ def adafactor(
     )
 
 
+def adamw(
+    learning_rate: float | Callable = 2e-5,
+    *,
+    b1: float = 0.9,
+    b2: float = 0.95,
+    eps: float = 1e-8,
+    weight_decay: float = 1e-4,
+    clip_grad_norm: float | None = 1.0,
+) -> optax.GradientTransformation:
+    """optax AdamW with BigScience's BLOOMZ finetuning defaults (Megatron-DeepSpeed tr13):
+    betas (0.9, 0.95), eps 1e-8, weight decay 1e-4 on weights but not on biases or norm
+    scales, gradients clipped to global norm 1.0 first."""
+
+    def decay_mask(params):
+        def keep(path, _):
+            name = str(getattr(path[-1], "key", getattr(path[-1], "name", path[-1])))
+            return name not in ("bias", "scale")
+
+        return jax.tree_util.tree_map_with_path(keep, params)
+
+    parts = [optax.clip_by_global_norm(clip_grad_norm)] if clip_grad_norm else []
+    parts.append(
+        optax.adamw(
+            learning_rate, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay, mask=decay_mask
+        )
+    )
+    return optax.chain(*parts)
+
+
+OPTIMIZERS = {"adafactor": adafactor, "adamw": adamw}
+
+
+def make_optimizer(name: str, learning_rate, **options) -> optax.GradientTransformation:
+    """An optimizer by name ("adafactor": T5X's finetuning Adafactor; "adamw": BLOOMZ's)."""
+    if name not in OPTIMIZERS:
+        from t0x.errors import ConfigError
+
+        raise ConfigError(f"OPTIMIZER={name!r}: use one of {sorted(OPTIMIZERS)}")
+    return OPTIMIZERS[name](learning_rate, **dict(options or {}))
+
+
 @dataclasses.dataclass
 class Trainer:
     """Owns the optimizer, the mesh and the compiled step for one model."""
 
-    model: Any  # t0x.model.EncoderDecoderModel
+    model: Any  # a model family's model (t0x.models.family: Model protocol)
     optimizer: optax.GradientTransformation
     mesh: Mesh
     num_microbatches: int = 1
@@ -116,7 +157,7 @@ class Trainer:
         if params is None:
 
             def fresh(r):
-                return self._make_state(nn.unbox(self.model._init_boxed(r, 1, 8, 8)), step)
+                return self._make_state(nn.unbox(self.model.init_boxed(r)), step)
 
             with partitioning.activate(self.mesh):
                 return jax.jit(fresh, out_shardings=shardings)(rng)

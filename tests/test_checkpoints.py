@@ -76,7 +76,7 @@ def _assert_bit_exact(got, want):
 
 
 def _digest_paths(tree):
-    from t0x import checksums
+    from t0x.checkpoints import checksums
 
     return checksums.tree_digest(tree).keys()
 

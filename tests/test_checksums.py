@@ -6,7 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from t0x import checksums, partitioning
+from t0x import partitioning
+from t0x.checkpoints import checksums
 
 
 def _tree():

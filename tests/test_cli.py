@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from t0x import cli, hf
-from t0x.testing import random_hf_t5, seqio_test_vocabulary, tiny_config
+from t0x import cli
+from t0x.models.t5 import hf
+from t0x.testing import seqio_test_vocabulary
+from t0x.models.t5.testing import random_hf_t5, tiny_config
 from t0_tasks.testing import REFERENCE_DIR
 
 
@@ -91,7 +93,7 @@ def test_convert_t5x_to_hf_loads_in_transformers(tmp_path, capsys):
     model, info = T5ForConditionalGeneration.from_pretrained(dst, output_loading_info=True)
     assert not info["missing_keys"] and not info["unexpected_keys"]
     params, _ = hf.load_hf(dst)
-    from t0x.t5x_checkpoint import read_t5x_params
+    from t0x.checkpoints.t5x import read_t5x_params
 
     t5x = read_t5x_params(ckpt)
     np.testing.assert_array_equal(

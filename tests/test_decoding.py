@@ -6,8 +6,9 @@ import jax
 import numpy as np
 import pytest
 
-from t0x import hf, testing
-from t0x.model import EncoderDecoderModel
+from t0x.models.t5 import testing
+from t0x.models.t5 import hf
+from t0x.models.t5.model import EncoderDecoderModel
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")

@@ -5,7 +5,7 @@ import json
 import pytest
 
 import t0_tasks
-from t0x import demo
+from t0x.jobs import demo
 
 
 @pytest.mark.slow

@@ -21,8 +21,8 @@ import pytest
 
 import t0_tasks
 from t0_tasks import testing as task_testing
-from t0x import evaluate as ev
-from t0x import testing
+from t0x.jobs import evaluate as ev
+from t0x.models.t5 import testing
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from t0x import eval_report
+from t0x.eval import report as eval_report
 
 
 def _result(task, dataset, template, score, group=None):

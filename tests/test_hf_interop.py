@@ -7,8 +7,10 @@ import jax
 import numpy as np
 import pytest
 
-from t0x import hf, testing
-from t0x.model import EncoderDecoderModel
+from t0x.models.t5 import testing
+from t0x.checkpoints import hf_files
+from t0x.models.t5 import hf
+from t0x.models.t5.model import EncoderDecoderModel
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -89,10 +91,10 @@ def test_load_hf_reads_transformers_own_files(hf_model, tmp_path):
     batch = testing.random_batch(3, input_len=10, target_len=6, seed=1)
     hf_model.save_pretrained(tmp_path / "plain")  # transformers 5: tie=true, scale=false
     hf_model.save_pretrained(tmp_path / "sharded", max_shard_size="20KB")
-    assert os.path.exists(tmp_path / "sharded" / hf.SAFE_INDEX)
+    assert os.path.exists(tmp_path / "sharded" / hf_files.SAFE_INDEX)
     torch_dir = tmp_path / "torch"
     torch_dir.mkdir()
-    torch.save(hf_model.state_dict(), torch_dir / hf.TORCH_WEIGHTS)
+    torch.save(hf_model.state_dict(), torch_dir / hf_files.TORCH_WEIGHTS)
     (torch_dir / "config.json").write_text(json.dumps(hf.config_to_hf(config)))
     for name in ("plain", "sharded", "torch"):
         params, loaded_config = hf.load_hf(str(tmp_path / name), dtype="float32")

@@ -3,9 +3,10 @@
 import numpy as np
 import pytest
 
-from t0x import checkpoints, network
-from t0x import train as train_lib
-from t0x.t5x_checkpoint import read_t5x_params
+from t0x import checkpoints
+from t0x.models.t5 import network
+from t0x.jobs import train as train_lib
+from t0x.checkpoints.t5x import read_t5x_params
 from t0x.testing import register_counting_task
 from t0_tasks.testing import REFERENCE_DIR
 

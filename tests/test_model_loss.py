@@ -4,8 +4,8 @@ import jax
 import numpy as np
 import pytest
 
-from t0x import testing
-from t0x.model import EncoderDecoderModel
+from t0x.models.t5 import testing
+from t0x.models.t5.model import EncoderDecoderModel
 
 
 @pytest.fixture(scope="module")

@@ -36,7 +36,7 @@ TIMEOUT_S = 120
 
 
 def _config():
-    from t0x.testing import tiny_config
+    from t0x.models.t5.testing import tiny_config
 
     return tiny_config(num_encoder_layers=1, num_decoder_layers=1)
 
@@ -46,7 +46,7 @@ def _worker(out_dir: Path) -> None:
     from jax.experimental import multihost_utils
 
     from t0x import data, partitioning
-    from t0x import train as train_lib
+    from t0x.jobs import train as train_lib
     from t0x.testing import register_counting_task
 
     host_batches, global_batches = [], []
@@ -162,7 +162,7 @@ def _run_workers(out_dir: Path) -> None:
 
 def test_two_processes_train_like_one(tmp_path):
     from t0x import checkpoints, partitioning, trainer
-    from t0x.model import EncoderDecoderModel
+    from t0x.models.t5.model import EncoderDecoderModel
 
     # (checked here, not in a decorator: importing this file must not start a JAX backend,
     # because the workers import it and start jax.distributed afterwards)

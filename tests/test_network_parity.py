@@ -7,9 +7,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from t0x import hf, testing
-from t0x.model import EncoderDecoderModel
-from t0x.network import CONFIGS, relative_position_buckets
+from t0x.models.t5 import testing
+from t0x.models.t5 import hf
+from t0x.models.t5.model import EncoderDecoderModel
+from t0x.models.t5.network import CONFIGS, relative_position_buckets
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")

@@ -8,10 +8,10 @@ rows and choices padded into a few fixed shapes) must give the same scores as sc
 import numpy as np
 import pytest
 
-from t0x import rank_eval
-from t0x.infer import LoadedModel
-from t0x.model import EncoderDecoderModel
-from t0x.testing import tiny_config
+from t0x.eval import rank as rank_eval
+from t0x.inference import LoadedModel
+from t0x.models.t5.model import EncoderDecoderModel
+from t0x.models.t5.testing import tiny_config
 
 
 def _examples(seed=0, rows=7, vocab=128):
@@ -68,20 +68,17 @@ def test_batches_are_bucketed_and_well_formed():
     batches = rank_eval.make_batches(items, batch_size=4)
     assert sorted(i for b in batches for i in b.item_ids) == list(range(20))
     for b in batches:
-        B, C, T = b.decoder_target_tokens.shape
-        L = b.encoder_input_tokens.shape[1]
+        B, C, T = b.targets.shape
+        L = b.inputs.shape[1]
         assert B == 4 and L & (L - 1) == 0 and T & (T - 1) == 0 and L >= 16 and T >= 4
-        np.testing.assert_array_equal(b.decoder_input_tokens[:, :, 0], 0)
-        real = b.decoder_loss_weights[:, :, 1:] > 0  # inputs = targets shifted right
-        np.testing.assert_array_equal(
-            b.decoder_input_tokens[:, :, 1:][real], b.decoder_target_tokens[:, :, :-1][real]
-        )
         for r, i in enumerate(b.item_ids):
             it = items[i]
             assert b.choice_mask[r].sum() == it.num_choices
+            np.testing.assert_array_equal(b.inputs[r, : len(it.inputs)], it.inputs)
             for c, tokens in enumerate(it.choices):
-                assert b.decoder_loss_weights[r, c].sum() == len(tokens)
-        assert not b.decoder_loss_weights[len(b.item_ids) :].any()  # pad rows weigh nothing
+                assert b.weights[r, c].sum() == len(tokens)
+                np.testing.assert_array_equal(b.targets[r, c, : len(tokens)], tokens)
+        assert not b.weights[len(b.item_ids) :].any()  # pad rows weigh nothing
 
 
 def test_batched_scores_equal_brute_force_per_pair():

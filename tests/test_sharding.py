@@ -15,8 +15,10 @@ import jax
 import numpy as np
 import pytest
 
-from t0x import infer, partitioning, program_stats, testing, trainer
-from t0x.model import EncoderDecoderModel
+from t0x import partitioning, program_stats, trainer
+from t0x.models.t5 import testing
+from t0x import inference
+from t0x.models.t5.model import EncoderDecoderModel
 
 ROWS, INPUT_LEN, TARGET_LEN, MICROBATCHES, DATA = 16, 24, 12, 4, 4
 FEATURES = (
@@ -117,15 +119,15 @@ def _loaded(num_partitions, devices, **overrides):
     params = jax.device_put(
         model.init_params(jax.random.key(0)), partitioning.shardings_for(specs, mesh)
     )
-    return infer.LoadedModel(model, params, config, mesh)
+    return inference.LoadedModel(model, params, config, mesh)
 
 
 def _score_step_hlo(loaded, rows, choices):
     rng = np.random.default_rng(1)
     enc = rng.integers(1, 100, (rows, INPUT_LEN)).astype(np.int32)
     dec = rng.integers(1, 100, (rows, choices, TARGET_LEN)).astype(np.int32)
-    fn = infer.jit_on_mesh(loaded, loaded.model.score_choices, 4)
-    lowered = fn.lower(enc, dec, dec, np.ones_like(dec, np.float32))
+    fn = inference.jit_on_mesh(loaded, loaded.model.score, 3)
+    lowered = fn.lower(enc, dec, np.ones_like(dec, np.float32))
     return lowered, lowered.compile().as_text()
 
 

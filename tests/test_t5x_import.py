@@ -20,8 +20,10 @@ os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 import jax  # noqa: E402
 import tensorstore as ts  # noqa: E402
 
-from t0x import checkpoints, convert, t5x_checkpoint  # noqa: E402
-from t0x.t5x_checkpoint import T5XCheckpointError  # noqa: E402
+from t0x import checkpoints
+from t0x.checkpoints import convert
+from t0x.checkpoints import t5x as t5x_checkpoint  # noqa: E402
+from t0x.checkpoints.t5x import T5XCheckpointError  # noqa: E402
 
 REF = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "t5x_testdata"
 if not REF.is_dir():
@@ -32,7 +34,7 @@ if not REF.is_dir():
 LEGACY = REF / "test_t5_tiny.checkpoint_0"
 TS_DIR = REF / "tiny_t5" / "checkpoint_1"
 ORBAX_DIR = REF / "tiny_orbax" / "1"
-HAVE_HF = importlib.util.find_spec("t0x.hf") is not None
+HAVE_HF = importlib.util.find_spec("t0x.models.t5.hf") is not None
 
 
 # ------------------------------------------------------------ an independent decoder
@@ -149,7 +151,7 @@ def test_infer_config_num_heads_argument():
 def test_legacy_params_fit_the_t0x_network_unrenamed():
     from flax import linen as nn
 
-    from t0x import network
+    from t0x.models.t5 import network
 
     params = t5x_checkpoint.read_t5x_params(LEGACY)
     cfg = network.T5Config(**t5x_checkpoint.infer_config_from_params(params))
@@ -374,6 +376,13 @@ def test_errors_name_the_path_and_what_was_expected(tmp_path):
 # ------------------------------------------------------------ convert
 
 
+def _load(path):
+    from t0x.checkpoints import load as loading
+
+    ck = loading.load(path)
+    return ck.params, ck.config
+
+
 def test_convert_t5x_to_t0x_keeps_params_step_and_config(tmp_path):
     dst = tmp_path / "t0x_ckpt"
     summary = convert.convert(LEGACY, dst, "t5x", "t0x")
@@ -386,8 +395,8 @@ def test_convert_t5x_to_t0x_keeps_params_step_and_config(tmp_path):
     for k in want:
         assert got[k].dtype == want[k].dtype
         np.testing.assert_array_equal(got[k], want[k], err_msg=k)
-    params, cfg = convert.load_params(dst)
-    from t0x import network
+    params, cfg = _load(dst)
+    from t0x.models.t5 import network
 
     assert cfg == network.CONFIGS["t5_1_1_tiny"]
     meta = checkpoints.read_meta(dst / "0")
@@ -411,13 +420,13 @@ def test_convert_refuses_to_overwrite(tmp_path):
 
 
 def test_convert_checks_a_given_config(tmp_path):
-    from t0x import network
+    from t0x.models.t5 import network
 
     with pytest.raises(convert.ConvertError, match="emb_dim=512 but the checkpoint has 8"):
         convert.convert(LEGACY, tmp_path / "x", "t5x", "t0x", config="t5_1_1_small")
     cfg = dataclasses.replace(network.CONFIGS["t5_1_1_tiny"], dropout_rate=0.1)
     convert.convert(LEGACY, tmp_path / "y", "t5x", "t0x", config=cfg)
-    assert convert.load_params(tmp_path / "y")[1].dropout_rate == 0.1
+    assert _load(tmp_path / "y")[1].dropout_rate == 0.1
     with pytest.raises(convert.ConvertError, match="--to 'pt'"):
         convert.convert(LEGACY, tmp_path / "z", "t5x", "pt")
     with pytest.raises(convert.ConvertError, match="pass config"):
@@ -431,11 +440,11 @@ def test_convert_t5x_to_hf_and_back(tmp_path):
     assert convert.detect_format(hf_dir) == "hf"
     with pytest.raises(FileExistsError, match="overwrite"):
         convert.convert(LEGACY, hf_dir, "t5x", "hf")
-    params, cfg = convert.load_params(hf_dir)
+    params, cfg = _load(hf_dir)
     want = _flat(t5x_checkpoint.read_t5x_params(LEGACY))
     got = _flat(params)
     assert set(got) == set(want)
     for k in want:
         np.testing.assert_array_equal(np.asarray(got[k], np.float32), want[k], err_msg=k)
     convert.convert(hf_dir, tmp_path / "t0x", "hf", "t0x")
-    assert convert.load_params(tmp_path / "t0x")[1] == cfg
+    assert _load(tmp_path / "t0x")[1] == cfg

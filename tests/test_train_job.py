@@ -18,8 +18,9 @@ os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 import jax  # noqa: E402
 
 from t0x import checkpoints, data  # noqa: E402
-from t0x import train as train_lib  # noqa: E402
-from t0x.testing import register_counting_task, tiny_config  # noqa: E402
+from t0x.jobs import train as train_lib  # noqa: E402
+from t0x.testing import register_counting_task  # noqa: E402
+from t0x.models.t5.testing import tiny_config
 
 LENGTHS = {"inputs": 20, "targets": 16}
 BATCH = 8

@@ -22,8 +22,9 @@ os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 import jax  # noqa: E402
 
 from t0x import partitioning, trainer  # noqa: E402
-from t0x.model import EncoderDecoderModel, cross_entropy_with_z_loss  # noqa: E402
-from t0x.testing import make_batch, random_batch, random_examples, tiny_config  # noqa: E402
+from t0x.models.losses import cross_entropy_with_z_loss  # noqa: E402
+from t0x.models.t5.model import EncoderDecoderModel  # noqa: E402
+from t0x.models.t5.testing import make_batch, random_batch, random_examples, tiny_config  # noqa: E402
 
 GOLDEN = Path(__file__).parent / "golden" / "partition_specs.txt"
 INPUT_LEN, TARGET_LEN = 16, 8

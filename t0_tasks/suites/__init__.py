@@ -1,0 +1,1 @@
+"""Evaluation suites beyond T0's held-out mixture."""
