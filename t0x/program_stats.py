@@ -149,7 +149,7 @@ def collectives(hlo_text: str) -> dict[str, CollectiveStats]:
         if kind not in acc or inst.opcode.endswith("-done"):
             continue
         # an async start returns (operand, result[, context]); count the result only
-        size = inst.bytes if not inst.opcode.endswith("-start") else _start_bytes(inst)
+        size = collective_bytes(inst)
         trip = trips.get(inst.computation, 1)
         a = acc[kind]
         a[0] += 1
@@ -157,6 +157,11 @@ def collectives(hlo_text: str) -> dict[str, CollectiveStats]:
         a[2] += size * trip
         a[3] += inst.computation in trips
     return {kind: CollectiveStats(*a) for kind, a in acc.items() if a[0]}
+
+
+def collective_bytes(inst: Instruction) -> int:
+    """Bytes one collective instruction moves per device (an async start: its result)."""
+    return _start_bytes(inst) if inst.opcode.endswith("-start") else inst.bytes
 
 
 def _start_bytes(inst: Instruction) -> int:

@@ -43,14 +43,15 @@ SLICES = {
     "v4-128": ("v4", (4, 4, 4, 1)),
 }
 
-# model size -> slice -> (num_partitions, num_microbatches, explicit submesh or None); the
-# arithmetic behind the numbers is in gin/README.md ("Partitioning and memory").
+# model size -> slice -> (num_partitions, num_microbatches, explicit submesh or None). v4-64
+# layouts of xl and xxl come from ahead-of-time compiles (docs/tpu.md, "Compiled plans"); the
+# others from the arithmetic in gin/README.md ("Sizing").
 T0_LAYOUTS = {
     "small": {"v4-64": (1, 4, None), "v3-256": (1, 1, None)},
     "base": {"v4-64": (1, 8, None), "v3-256": (1, 2, None)},
     "large": {"v4-64": (1, 32, None), "v3-256": (2, 8, None)},
     "xl": {"v4-64": (4, 64, None), "v3-256": (8, 16, None)},
-    "xxl": {"v4-64": (16, 256, None), "v3-256": (32, 64, (4, 4, 1, 2))},
+    "xxl": {"v4-64": (8, 256, (2, 2, 2, 1)), "v3-256": (32, 64, (4, 4, 1, 2))},
 }
 
 # mT0: batch 512 of unpacked 1024 + 1024 token pairs, and a 250,112-row vocabulary whose

@@ -73,6 +73,25 @@ def test_train_step_all_reduces_the_gradients_once_per_step(data_parallel_step):
     assert list(program_stats.loop_trip_counts(hlo).values()) == [MICROBATCHES]
 
 
+def test_relative_position_bias_gradient_crosses_devices_as_a_table(data_parallel_step):
+    """The relative-position-bias gradient is reduced into its [heads, buckets] table on each
+    data shard before it crosses devices. Before, XLA all-reduced the [heads, q, k] bias
+    gradient of every stack, once per microbatch on TPU (T5 small at 1,024 tokens: 156 MB per
+    microbatch, two thirds of the step's collective bytes; BENCHMARKS.md)."""
+    _, hlo, _ = data_parallel_step
+    cfg = _config()
+    reduced = {
+        shape
+        for inst in program_stats.instructions(hlo)
+        if inst.opcode in ("all-reduce", "all-reduce-start")
+        for _, shape in inst.shapes
+    }
+    assert (cfg.num_heads, cfg.relative_attention_num_buckets) in reduced, reduced
+    for length in (INPUT_LEN, TARGET_LEN):
+        assert (cfg.num_heads, length, length) not in reduced, reduced
+        assert (1, cfg.num_heads, length, length) not in reduced, reduced
+
+
 def test_train_step_matmuls_see_only_this_devices_rows(data_parallel_step):
     _, hlo, _ = data_parallel_step
     rows_per_device = ROWS // MICROBATCHES // DATA  # 1
@@ -155,3 +174,32 @@ def test_score_step_splits_heads_and_mlp_over_model_axis():
     # attention scores [rows * heads, q, k]: one row, this device's heads only
     heads = {s[0] for s in shapes if len(s) == 3}
     assert heads == {cfg.num_heads // 4}, shapes
+
+
+@pytest.mark.parametrize("data", [1, DATA])
+def test_batch_bias_gradient_equals_the_plain_gather(data):
+    from flax import linen as nn
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    from t0x.models.t5.network import RelativePositionBiases
+
+    module = RelativePositionBiases(num_buckets=8, max_distance=20, num_heads=4)
+    pos = np.arange(6)[None]
+    params = nn.unbox(module.init(jax.random.key(0), pos, pos, True))
+    weights = np.random.default_rng(1).normal(size=(8, 4, 6, 6)).astype(np.float32)
+
+    def new(p, w):
+        return (module.apply(p, pos, pos, True, batch=w.shape[0]) * w).sum()
+
+    def plain(p, w):
+        return (module.apply(p, pos, pos, True) * w).sum()
+
+    mesh = partitioning.create_mesh(1, devices=jax.devices()[:data])
+    w = jax.device_put(weights, NamedSharding(mesh, PartitionSpec("data")))
+    with partitioning.activate(mesh):
+        got = jax.jit(jax.grad(new))(params, w)
+        want = jax.jit(jax.grad(plain))(params, w)
+    np.testing.assert_allclose(
+        got["params"]["rel_embedding"], want["params"]["rel_embedding"], rtol=1e-5, atol=1e-5
+    )
+    assert np.abs(np.asarray(want["params"]["rel_embedding"])).sum() > 0

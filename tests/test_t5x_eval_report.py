@@ -57,3 +57,15 @@ def test_bad_input_names_the_file_and_line(tmp_path):
     bad.write_text('{"step": 6, "accuracy": 50.0}\n{not json\n')
     with pytest.raises(DataError, match=r"metrics.jsonl:2"):
         t5x_report.read_t5x_metrics(str(tmp_path))
+
+
+def test_cli_eval_report(tmp_path, capsys):
+    from t0x import cli
+
+    out = tmp_path / "report"
+    assert cli.main(["eval-report", str(FIXTURE), "--output_dir", str(out)]) == 0
+    assert "16 tasks at step 6" in capsys.readouterr().out
+    assert json.loads((out / "results.json").read_text())["run"]["engine"] == "t5x"
+    assert cli.main(["eval-report", str(FIXTURE), "--output_dir", str(out)]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert cli.main(["eval-report", str(tmp_path / "nothing")]) == 3

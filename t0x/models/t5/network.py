@@ -155,6 +155,52 @@ def relative_position_buckets(
     return offset + table[jnp.minimum(dist, max_distance)]
 
 
+def _data_shards(batch: int) -> int:
+    """The mesh's data-parallel size when the batch splits evenly over it, else 1."""
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty or "data" not in mesh.axis_names:
+        return 1
+    shards = mesh.shape["data"]
+    return shards if batch % shards == 0 else 1
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _batch_bias(table: Array, buckets: Array, batch: int, dtype) -> Array:
+    """[batch, heads, q, k] = table[:, buckets] for every row (forward: a broadcast).
+
+    Its gradient is reduced into the [heads, buckets] table on each data shard before
+    anything crosses devices (see `_batch_bias_bwd`), so the data-parallel all-reduce moves
+    the table's few kB, not a [heads, q, k] tensor per microbatch.
+    """
+    bias = jnp.transpose(jnp.take(table.T.astype(dtype), buckets, axis=0), (2, 0, 1))
+    return jnp.broadcast_to(bias[None], (batch,) + bias.shape)
+
+
+def _batch_bias_fwd(table, buckets, batch, dtype):
+    return _batch_bias(table, buckets, batch, dtype), (table, buckets)
+
+
+def _batch_bias_bwd(batch, dtype, residuals, g):
+    table, buckets = residuals
+    heads, num_buckets = table.shape
+    shards = _data_shards(batch)
+    # per data shard: sum its own rows (local), then scatter-add into the table (local)
+    g = g.astype(jnp.float32).reshape((shards, batch // shards) + g.shape[1:]).sum(axis=1)
+    if shards > 1:
+        free = jax.sharding.PartitionSpec.UNCONSTRAINED
+        g = jax.lax.with_sharding_constraint(
+            g, jax.sharding.PartitionSpec("data", free, free, free)
+        )
+    flat = g.reshape(shards, heads, -1)
+    per_shard = jax.vmap(
+        lambda x: jax.ops.segment_sum(x.T, buckets.reshape(-1), num_segments=num_buckets).T
+    )(flat)
+    return per_shard.sum(axis=0).astype(table.dtype), None
+
+
+_batch_bias.defvjp(_batch_bias_fwd, _batch_bias_bwd)
+
+
 class RelativePositionBiases(nn.Module):
     """T5 relative position biases: [batch or 1, heads, q_len, k_len]."""
 
@@ -164,7 +210,11 @@ class RelativePositionBiases(nn.Module):
     dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, q_positions: Array, k_positions: Array, bidirectional: bool) -> Array:
+    def __call__(
+        self, q_positions: Array, k_positions: Array, bidirectional: bool, batch: int | None = None
+    ) -> Array:
+        """Positions [1, len]; `batch`: return the bias for that many rows (training: the
+        gradient then stays on its data shard until it is a table gradient), else [1, ...]."""
         table = self.param(
             "rel_embedding",
             _init(
@@ -174,8 +224,10 @@ class RelativePositionBiases(nn.Module):
             (self.num_heads, self.num_buckets),
             jnp.float32,
         )
-        rel = k_positions[:, None, :] - q_positions[:, :, None]  # [b, q, k]
+        rel = k_positions[:, None, :] - q_positions[:, :, None]  # [1, q, k]
         buckets = relative_position_buckets(rel, bidirectional, self.num_buckets, self.max_distance)
+        if batch is not None and rel.shape[0] == 1:
+            return _batch_bias(table, buckets[0], batch, self.dtype)
         bias = jnp.take(table.T.astype(self.dtype), buckets, axis=0)  # [b, q, k, heads]
         return jnp.transpose(bias, (0, 3, 1, 2))
 
@@ -372,7 +424,7 @@ class Encoder(nn.Module):
         cfg = self.config
         del positions  # see _row_positions
         pos = _row_positions(tokens.shape[1])
-        bias = _relpos(cfg)(pos, pos, True)
+        bias = _relpos(cfg)(pos, pos, True, batch=tokens.shape[0])
         x = _dropout(cfg, self.shared_embedding(tokens), deterministic)
         layer_cls = (
             nn.remat(EncoderLayer, static_argnums=(4,))
@@ -405,7 +457,7 @@ class Decoder(nn.Module):
         length = max_decode_length if decode and max_decode_length else tokens.shape[1]
         del positions  # see _row_positions
         pos = _row_positions(length)
-        bias = _relpos(cfg)(pos, pos, False)
+        bias = _relpos(cfg)(pos, pos, False, batch=None if decode else tokens.shape[0])
         y = _dropout(cfg, self.shared_embedding(tokens), deterministic)
         use_remat = cfg.remat_policy == "full" and not decode
         layer_cls = nn.remat(DecoderLayer, static_argnums=(6, 7)) if use_remat else DecoderLayer
