@@ -50,10 +50,7 @@ def _forget(registry: Registry) -> None:
     bias_fairness.forget()
     bigbench.unregister()
     xp3.forget()
-    for name in registry.task_names():
-        seqio.TaskRegistry.remove(name)
-    for name in registry.mixtures:
-        seqio.MixtureRegistry.remove(name)
+    tasks.unregister(registry.task_names(), registry.mixtures)
 
 
 def _set_p3_dir(p3_dir: str | None) -> None:

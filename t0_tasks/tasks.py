@@ -154,6 +154,15 @@ def _rank_classification_preprocessor():
     )
 
 
+def unregister(task_names, mixture_names=()) -> None:
+    """Removes tasks and mixtures from seqio's registries (absent names are ignored), so a
+    module can re-register them under new settings."""
+    for name in mixture_names:
+        seqio.MixtureRegistry.remove(name)
+    for name in task_names:
+        seqio.TaskRegistry.remove(name)
+
+
 def register_spec(
     spec: TaskSpec, settings: Settings, vocab: seqio.Vocabulary, template=None, row_source=None
 ) -> None:

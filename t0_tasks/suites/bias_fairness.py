@@ -203,10 +203,7 @@ def forget() -> None:
     global _current
     if _current is None:
         return
-    for name in _current.mixtures:
-        seqio.MixtureRegistry.remove(name)
-    for name in _current.generate_tasks:
-        seqio.TaskRegistry.remove(name)
+    tasks.unregister(_current.generate_tasks, _current.mixtures)
     _current = None
 
 

@@ -491,10 +491,7 @@ _current = Registered(None, {}, {}, (), None)
 def unregister() -> None:
     """Removes every task and mixture the last `register` added."""
     global _current
-    for name in _current.tasks:
-        seqio.TaskRegistry.remove(name)
-    for name in _current.mixtures:
-        seqio.MixtureRegistry.remove(name)
+    t0_task_builders.unregister(_current.tasks, _current.mixtures)
     _current = Registered(None, {}, {}, (), None)
 
 

@@ -230,10 +230,7 @@ def forget() -> None:
     global _current
     if _current is None:
         return
-    for name in _current.mixtures:
-        seqio.MixtureRegistry.remove(name)
-    for name in _current.task_names():
-        seqio.TaskRegistry.remove(name)
+    tasks.unregister(_current.task_names(), _current.mixtures)
     _current = None
 
 
