@@ -3,7 +3,8 @@
 Expected failures (`t0x.errors`, t0_tasks' errors, bad arguments) print one line,
 `t0x <command>: error: <what is wrong and the fix>`, and exit with their documented code
 (see `EXIT_CODES`); `--debug` prints the traceback too. A job stopped by SIGTERM after
-saving exits 143; rerunning the same command resumes it.
+saving exits 143; rerunning the same command resumes it. Run as a program on a CPU, it first
+keeps freed host memory for reuse (t0x/host_memory.py: no page faults per step).
 
 `t0x eval`'s own flags become gin bindings of `t0x.evaluate` (they win over the gin files):
 `--suite NAME` (repeatable or comma-separated) -> `suites`, `--checkpoint_dir RUN_DIR` ->
@@ -344,6 +345,10 @@ def _run(args, rest) -> int:
 
 
 def main(argv=None) -> int:
+    if argv is None:  # run as a program: before JAX starts (t0x/host_memory.py)
+        from t0x import host_memory
+
+        host_memory.keep_freed_memory()
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv  # accepted anywhere on the line
     argv = [a for a in argv if a != "--debug"]

@@ -55,7 +55,8 @@ T0_LAYOUTS = {
 }
 
 # mT0: batch 512 of unpacked 1024 + 1024 token pairs, and a 250,112-row vocabulary whose
-# logits dominate activation memory at the small sizes.
+# logits dominate activation memory at the small sizes. The v4-64 layouts of xl and xxl are
+# backed by compiles too (docs/tpu.md: xxl stays at 16-way, 8-way does not fit).
 MT0_LAYOUTS = {
     "small": {"v4-64": (1, 8, None), "v3-256": (1, 2, None)},
     "base": {"v4-64": (1, 16, None), "v3-256": (1, 4, None)},

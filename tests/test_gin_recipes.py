@@ -315,15 +315,26 @@ def compiled_plans() -> dict:
     return {(r, s, int(p), int(m)): (float(h), f == "yes") for r, s, p, m, h, f in rows}
 
 
-@pytest.mark.parametrize("name", sorted(T0_RECIPES))
+# the recipe whose compile backs each (recipe family, size): the other XXL recipes of a family
+# (T0+, T0++, single prompt, original tasks; mT0-xxl-mt, -p3) share its step's shapes
+COMPILED_RECIPE = {
+    ("t0", "xl"): "t0_3b",
+    ("t0", "xxl"): "t0_xxl",
+    ("mt0", "xl"): "mt0_xl",
+    ("mt0", "xxl"): "mt0_xxl",
+}
+
+
+@pytest.mark.parametrize("name", sorted({**T0_RECIPES, **MT0_RECIPES}))
 def test_compiled_layouts_are_recorded_and_fit(name):
-    size = T0_RECIPES[name][1]
+    family = "t0" if name in T0_RECIPES else "mt0"
+    size = {**T0_RECIPES, **MT0_RECIPES}[name][1]
     plans = compiled_plans()
     for size_, slice_ in COMPILED:
         if size_ != size:
             continue
-        partitions, microbatches, _ = t5x_mesh.T0_LAYOUTS[size][slice_]
-        recipe = "t0_3b" if size == "xl" else "t0_xxl"  # the other xxl recipes share its layout
+        partitions, microbatches, _ = t5x_mesh.LAYOUTS[family][size][slice_]
+        recipe = COMPILED_RECIPE[family, size]
         assert plans.get((recipe, slice_, partitions, microbatches), (0, False))[1], (
             f"docs/tpu.md has no fitting compile of {recipe} on {slice_} at "
             f"P={partitions}, M={microbatches}"

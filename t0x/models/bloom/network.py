@@ -62,6 +62,7 @@ import numpy as np
 from flax import linen as nn
 
 from t0x.models.bloom.config import BloomConfig
+from t0x.models.matmul import project
 
 Array = jax.Array
 NEG_INF = -1.0e10  # additive attention bias of a masked position
@@ -124,8 +125,7 @@ class Dense(nn.Module):
         bias = self.param(
             "bias", _init(nn.initializers.zeros, self.kernel_axes[1:]), shape[1:], jnp.float32
         )
-        y = jnp.tensordot(x.astype(self.dtype), kernel.astype(self.dtype), axes=1)
-        return y + bias.astype(self.dtype)
+        return project(x, kernel, self.dtype) + bias.astype(self.dtype)
 
 
 class Embed(nn.Module):

@@ -45,6 +45,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
+from t0x.models.matmul import project
 from t0x.models.t5.config import CONFIGS, T5Config, activation_fn  # noqa: F401 (re-exported)
 
 NEG_INF = -1.0e10  # additive attention bias of a masked position (as T5X)
@@ -64,7 +65,8 @@ def _constrain(x, axes):
 # Building blocks.
 # ----------------------------------------------------------------------------
 class Dense(nn.Module):
-    """Bias-free projection of the last axis with a 2-D float32 kernel."""
+    """Bias-free projection of the last axis with a 2-D float32 kernel, computed in `dtype`
+    with float32 accumulation (t0x.models.matmul)."""
 
     features: int
     kernel_axes: tuple[str, str]
@@ -79,7 +81,7 @@ class Dense(nn.Module):
             (x.shape[-1], self.features),
             jnp.float32,
         )
-        return jnp.dot(x.astype(self.dtype), kernel.astype(self.dtype))
+        return project(x, kernel, self.dtype)
 
 
 class RMSNorm(nn.Module):
