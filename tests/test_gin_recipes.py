@@ -325,10 +325,13 @@ COMPILED_RECIPE = {
 }
 
 
-@pytest.mark.parametrize("name", sorted({**T0_RECIPES, **MT0_RECIPES}))
+T5_FAMILY_RECIPES = {**T0_RECIPES, **MT0_RECIPES}
+
+
+@pytest.mark.parametrize("name", sorted(T5_FAMILY_RECIPES))
 def test_compiled_layouts_are_recorded_and_fit(name):
     family = "t0" if name in T0_RECIPES else "mt0"
-    size = {**T0_RECIPES, **MT0_RECIPES}[name][1]
+    size = T5_FAMILY_RECIPES[name][1]
     plans = compiled_plans()
     for size_, slice_ in COMPILED:
         if size_ != size:
